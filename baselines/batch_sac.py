@@ -1,0 +1,121 @@
+"""Batch SAC (tiMe paper, section 5.1): SAC whose replay buffer is the pooled meta-train data.
+
+No environment steps and no task labels: every minibatch mixes transitions of all
+meta-train tasks. Proposition 1 of the paper says its critic converges to the optimal
+Q of the "average" MDP, so on a family of tasks it acts for no task in particular;
+this baseline exists to show that failure honestly.
+"""
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, ClassVar
+
+import numpy as np
+import torch
+
+from bmrl_bench.algorithms import EnvSpec, LogFn, MetaTrainData, null_log, read_checkpoint, save_checkpoint
+from bmrl_bench.data import Batch
+from bmrl_bench.learners.sac import BatchedSAC, SACConfig
+
+
+@dataclass(frozen=True)
+class BatchSACConfig:
+    steps: int = 5000
+    """Gradient updates on the pooled meta-train batches."""
+    batch_size: int = 256
+    """Transitions per update, drawn uniformly from all tasks pooled."""
+    hidden: tuple[int, ...] = (256, 256)
+    """Hidden layer sizes of the actor and both critics."""
+    lr: float = 3e-4
+    """Adam learning rate (actor, critics, temperature)."""
+    gamma: float = 0.99
+    """Discount factor."""
+    tau: float = 0.005
+    """Polyak rate of the target critics."""
+    log_every: int = 100
+    """Report training metrics every this many updates."""
+
+
+def sample_pooled(tensors: dict[str, torch.Tensor], batch_size: int, generator: torch.Generator) -> dict[str, torch.Tensor]:
+    """A (1, B, ...) minibatch drawn uniformly from a flat pooled buffer."""
+    n = tensors["rewards"].shape[0]
+    idx = torch.randint(0, n, (batch_size,), generator=generator)
+    return {k: v[idx].unsqueeze(0) for k, v in tensors.items()}
+
+
+def batch_tensors(batch: Batch, device: str = "cpu") -> dict[str, torch.Tensor]:
+    return {
+        "observations": torch.as_tensor(batch.observations, device=device),
+        "actions": torch.as_tensor(batch.actions, device=device),
+        "rewards": torch.as_tensor(batch.rewards, device=device),
+        "next_observations": torch.as_tensor(batch.next_observations, device=device),
+        "terminals": torch.as_tensor(batch.terminals, device=device),
+    }
+
+
+class _PolicyAgent:
+    """A context-free agent: Batch SAC has no way to tell tasks apart."""
+
+    def __init__(self, sac: BatchedSAC) -> None:
+        self.sac = sac
+
+    def reset(self) -> None:
+        pass
+
+    def act(self, obs: np.ndarray) -> np.ndarray:
+        return self.sac.act(obs[None], deterministic=True)[0]
+
+    def observe(self, obs: np.ndarray, action: np.ndarray, reward: float, next_obs: np.ndarray, terminal: bool) -> None:
+        pass
+
+
+class BatchSAC:
+    name: ClassVar[str] = "batch-sac"
+    config_cls: ClassVar[type] = BatchSACConfig
+    configs: ClassVar[dict[str, Any]] = {
+        "pointgoal": BatchSACConfig(steps=5000),
+        "halfcheetah-vel-lite": BatchSACConfig(steps=30_000),
+        "hopper-vel-lite": BatchSACConfig(steps=30_000),
+        "halfcheetah-vel": BatchSACConfig(steps=1_000_000),
+        "hopper-vel": BatchSACConfig(steps=1_000_000),
+        "default": BatchSACConfig(),
+    }
+
+    def __init__(self, config: BatchSACConfig, spec: EnvSpec, seed: int, device: str = "cpu") -> None:
+        self.config, self.spec, self.seed, self.device = config, spec, seed, device
+        sac_config = SACConfig(hidden=tuple(config.hidden), lr=config.lr, gamma=config.gamma, tau=config.tau,
+                               batch_size=config.batch_size, device=device)
+        self.sac = BatchedSAC(1, spec.obs_dim, spec.act_dim, sac_config, seed=seed)
+
+    def fit(
+        self,
+        data: MetaTrainData,
+        log: LogFn = null_log,
+        callback: Callable[[int, BatchedSAC], None] | None = None,
+        callback_every: int = 0,
+    ) -> None:
+        """`callback(step, sac)` every `callback_every` updates: the misidentification figure's probe."""
+        pooled = batch_tensors(data.batch, self.device)
+        gen = torch.Generator().manual_seed(self.seed)
+        total = self.config.steps
+        for step in range(1, total + 1):
+            metrics = self.sac.update(sample_pooled(pooled, self.config.batch_size, gen))
+            if step % self.config.log_every == 0 or step == total:
+                log("batch SAC", step, total, metrics)
+            if callback is not None and callback_every and (step % callback_every == 0 or step == 1):
+                callback(step, self.sac)
+
+    def make_agent(self) -> _PolicyAgent:
+        return _PolicyAgent(self.sac)
+
+    def save(self, path: Path) -> None:
+        save_checkpoint(path, self.name, self.config, self.spec, self.seed, self.sac.state_dict())
+
+    @classmethod
+    def load(cls, path: Path, device: str = "cpu") -> BatchSAC:
+        config, spec, seed, tensors = read_checkpoint(path, BatchSACConfig)
+        algo = cls(config, spec, seed, device)
+        algo.sac.load_state_dict(tensors)
+        return algo

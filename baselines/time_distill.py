@@ -1,0 +1,342 @@
+"""tiMe (the paper's reference method): distill per-task value functions and MDP embeddings.
+
+Phase 1: one Batch RL learner per meta-train task, each on its own batch only (Batch
+SAC for PointGoal, BCQ for MuJoCo), all K trained together as one batched learner and
+cached on disk (keyed by suite, dataset checksums, config and seed).
+Phase 2 (Algorithm 1): a set encoder f infers an MDP embedding from a context drawn
+from the same task as the transition; a state-action encoder E and a low-capacity
+predictor P reconstruct r (and s' when transitions vary) from E(s, a) and the
+embedding; super functions Q_S (and G_S, xi_S with BCQ) take the embedding as an
+extra input and regress onto the fixed phase-1 targets of that task. Terms other than
+the Q term are scaled to its magnitude. Everything trains jointly.
+Acting: the embedding starts at zero each episode and is recomputed from the
+episode's own transitions; actions by random shooting on Q_S (SAC phase 1) or BCQ's
+procedure with G_S, xi_S and Q_S.
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, ClassVar
+
+import numpy as np
+import torch
+from torch import nn
+
+from bmrl_bench.algorithms import EnvSpec, LogFn, MetaTrainData, config_to_dict, null_log, read_checkpoint, save_checkpoint
+from bmrl_bench.data import Batch
+
+
+# ----------------------------------------------------------------------------- config
+@dataclass(frozen=True)
+class TiMeConfig:
+    phase1: str = "sac"
+    """Batch RL learner of phase 1: 'sac' (Batch SAC, the paper's choice for PointGoal) or 'bcq' (MuJoCo)."""
+    phase1_steps: int = 3000
+    """Updates of each per-task phase-1 learner."""
+    phase1_batch_size: int = 256
+    """Minibatch per task in phase 1."""
+    phase1_hidden: tuple[int, ...] = (256, 256)
+    """Hidden sizes of the phase-1 SAC (BCQ uses the official 400-300 / 750-750)."""
+    phase2_steps: int = 4000
+    """Updates of phase 2 (the distillation)."""
+    batch_size: int = 256
+    """Phase-2 minibatch, split evenly over the meta-train tasks (stratified task sampling)."""
+    embedding_dim: int = 32
+    """Size of the inferred MDP identity."""
+    context_size: int = 1
+    """Transitions in a context, in training and at test (the paper: 1). At test: the most recent ones."""
+    f_hidden: tuple[int, ...] = (256,)
+    """Set encoder f: per-transition MLP, mean-pooled over the context."""
+    e_hidden: tuple[int, ...] = (256,)
+    """State-action encoder E hidden sizes."""
+    e_out: int = 256
+    """State-action encoder E output size."""
+    p_hidden: tuple[int, ...] = (256,)
+    """Predictor P hidden sizes (low capacity, so the embedding must carry the task)."""
+    q_hidden: tuple[int, ...] = (256, 256)
+    """Super value function Q_S hidden sizes."""
+    g_hidden: tuple[int, ...] = (750, 750)
+    """Super generator G_S hidden sizes (BCQ phase 1 only)."""
+    xi_hidden: tuple[int, ...] = (400, 300)
+    """Super perturbation xi_S hidden sizes (BCQ phase 1 only)."""
+    predict_next_state: bool = False
+    """P also predicts s'. Off: all our families vary only the reward, as in the paper."""
+    scale_losses: bool = True
+    """Scale every loss term to the magnitude of the Q_S term (appendix B)."""
+    use_predictor: bool = True
+    """Train E and P (ablation: off)."""
+    shooting_actions: int = 100
+    """Random shooting: uniform candidate actions scored by Q_S (SAC phase 1)."""
+    bcq_candidates: int = 10
+    """Candidates from G_S, perturbed by xi_S, scored by Q_S (BCQ phase 1)."""
+    lr: float = 3e-4
+    """Adam learning rate (the paper's, for every network)."""
+    gamma: float = 0.99
+    """Discount of the phase-1 learners."""
+    log_every: int = 100
+    """Report training metrics every this many updates."""
+
+
+_LITE_MUJOCO = TiMeConfig(
+    phase1="bcq", phase1_steps=20_000, phase1_batch_size=100, phase2_steps=20_000, batch_size=64,
+    embedding_dim=16, f_hidden=(256, 256), e_hidden=(256, 256), e_out=16, p_hidden=(16,),
+    q_hidden=(256, 256, 256), g_hidden=(256, 256, 256), xi_hidden=(256, 256),
+)
+CONFIGS: dict[str, TiMeConfig] = {
+    # Appendix B, toy: Q_S 2x256, embedding 32, context 1, f 1x256, E 1x256 -> 256, P 1x256, 100 shots.
+    "pointgoal": TiMeConfig(),
+    "halfcheetah-vel-lite": _LITE_MUJOCO,
+    "hopper-vel-lite": _LITE_MUJOCO,
+    # Appendix B, HalfCheetah: embedding 64, f 7x512, E 7x512 -> 64, P 1x64, Q_S 8x512, G_S 7x750, xi_S 7x400, batch 64.
+    "halfcheetah-vel": TiMeConfig(
+        phase1="bcq", phase1_steps=300_000, phase1_batch_size=100, phase2_steps=1_000_000, batch_size=64,
+        embedding_dim=64, f_hidden=(512,) * 7, e_hidden=(512,) * 7, e_out=64, p_hidden=(64,),
+        q_hidden=(512,) * 8, g_hidden=(750,) * 7, xi_hidden=(400,) * 7,
+    ),
+    # Appendix B, Hopper: embedding 8, f 3x256, E 4x16 -> 8, P 2x4, Q_S 8x128, batch 32 (G_S, xi_S: BCQ's).
+    "hopper-vel": TiMeConfig(
+        phase1="bcq", phase1_steps=300_000, phase1_batch_size=100, phase2_steps=1_000_000, batch_size=32,
+        embedding_dim=8, f_hidden=(256,) * 3, e_hidden=(16,) * 4, e_out=8, p_hidden=(4, 4),
+        q_hidden=(128,) * 8,
+    ),
+}
+CONFIGS["paper-halfcheetah"] = CONFIGS["halfcheetah-vel"]
+CONFIGS["paper-hopper"] = CONFIGS["hopper-vel"]
+
+
+# ----------------------------------------------------------------------------- networks
+def mlp(inp: int, hidden: Sequence[int], out: int) -> nn.Sequential:
+    layers: list[nn.Module] = []
+    for h in hidden:
+        layers += [nn.Linear(inp, h), nn.ReLU()]
+        inp = h
+    layers.append(nn.Linear(inp, out))
+    return nn.Sequential(*layers)
+
+
+class SetEncoder(nn.Module):
+    """f: context (..., c, 2o+a+1) -> embedding (..., d); mean-pooled, so any context size works."""
+
+    def __init__(self, transition_dim: int, hidden: Sequence[int], embedding_dim: int) -> None:
+        super().__init__()
+        self.net = mlp(transition_dim, hidden, embedding_dim)
+
+    def forward(self, context: torch.Tensor) -> torch.Tensor:
+        return self.net(context).mean(dim=-2)
+
+
+class TiMeNetworks(nn.Module):
+    def __init__(self, obs_dim: int, act_dim: int, latent_dim: int, c: TiMeConfig) -> None:
+        super().__init__()
+        d = c.embedding_dim
+        self.f = SetEncoder(2 * obs_dim + act_dim + 1, c.f_hidden, d)
+        self.e = mlp(obs_dim + act_dim, c.e_hidden, c.e_out)
+        self.p = mlp(c.e_out + d, c.p_hidden, 1 + (obs_dim if c.predict_next_state else 0))
+        self.q = mlp(obs_dim + act_dim + d, c.q_hidden, 1)
+        if c.phase1 == "bcq":
+            self.g = mlp(obs_dim + latent_dim + d, c.g_hidden, act_dim)
+            self.xi = mlp(obs_dim + act_dim + d, c.xi_hidden, act_dim)
+
+    def q_value(self, s: torch.Tensor, a: torch.Tensor, emb: torch.Tensor) -> torch.Tensor:
+        return self.q(torch.cat([s, a, emb], -1)).squeeze(-1)
+
+    def generate(self, s: torch.Tensor, z: torch.Tensor, emb: torch.Tensor) -> torch.Tensor:
+        return torch.tanh(self.g(torch.cat([s, z, emb], -1)))
+
+    def perturb(self, s: torch.Tensor, a: torch.Tensor, emb: torch.Tensor, phi: float) -> torch.Tensor:
+        return (a + phi * torch.tanh(self.xi(torch.cat([s, a, emb], -1)))).clamp(-1.0, 1.0)
+
+
+# ----------------------------------------------------------------------------- algorithm
+def cache_root() -> Path:
+    return Path(os.environ.get("BMRL_BENCH_CACHE", Path.home() / ".cache" / "bmrl-bench"))
+
+
+def transitions(s: torch.Tensor, a: torch.Tensor, r: torch.Tensor, s2: torch.Tensor) -> torch.Tensor:
+    return torch.cat([s, a, r.unsqueeze(-1), s2], -1)
+
+
+class TaskSampler:
+    """Stratified sampling: every minibatch draws the same number of transitions from each task."""
+
+    def __init__(self, batch: Batch, num_tasks: int, device: str) -> None:
+        order = np.argsort(batch.task_index, kind="stable")
+        counts = np.bincount(batch.task_index, minlength=num_tasks)
+        if (counts == 0).any():
+            raise ValueError("every meta-train task needs at least one transition")
+        self.offsets = torch.as_tensor(np.concatenate([[0], np.cumsum(counts)[:-1]]), device=device)
+        self.counts = torch.as_tensor(counts, device=device)
+        self.t = {
+            "observations": torch.as_tensor(batch.observations[order], device=device),
+            "actions": torch.as_tensor(batch.actions[order], device=device),
+            "rewards": torch.as_tensor(batch.rewards[order], device=device),
+            "next_observations": torch.as_tensor(batch.next_observations[order], device=device),
+            "terminals": torch.as_tensor(batch.terminals[order], device=device),
+        }
+        self.k = num_tasks
+
+    def indices(self, shape: tuple[int, ...], gen: torch.Generator) -> torch.Tensor:
+        """(K, *shape) indices; row k lies in task k's slice."""
+        u = torch.rand((self.k, *shape), generator=gen, device=self.counts.device)
+        view = (self.k,) + (1,) * len(shape)
+        return self.offsets.view(view) + (u * self.counts.view(view)).long()
+
+    def gather(self, idx: torch.Tensor) -> dict[str, torch.Tensor]:
+        return {k: v[idx] for k, v in self.t.items()}
+
+
+class _TiMeAgent:
+    def __init__(self, algo: TiMe) -> None:
+        self.algo = algo
+        self.rng = torch.Generator().manual_seed(algo.seed)
+        self.context: list[np.ndarray] = []
+        self.embedding = torch.zeros(algo.config.embedding_dim)
+
+    def reset(self) -> None:
+        self.context.clear()
+        self.embedding = torch.zeros(self.algo.config.embedding_dim)  # the paper: zero at episode start
+
+    def observe(self, obs: np.ndarray, action: np.ndarray, reward: float, next_obs: np.ndarray, terminal: bool) -> None:
+        self.context.append(np.concatenate([obs, action, [reward], next_obs]).astype(np.float32))
+        recent = torch.as_tensor(np.stack(self.context[-self.algo.config.context_size:]))
+        with torch.no_grad():
+            self.embedding = self.algo.nets.f(recent)
+
+    @torch.no_grad()
+    def act(self, obs: np.ndarray) -> np.ndarray:
+        c, spec, nets = self.algo.config, self.algo.spec, self.algo.nets
+        if c.phase1 == "bcq":
+            n = c.bcq_candidates
+            s = torch.as_tensor(obs, dtype=torch.float32).expand(n, -1)
+            emb = self.embedding.expand(n, -1)
+            z = torch.randn(n, self.algo.latent_dim, generator=self.rng).clamp(-0.5, 0.5)
+            cand = nets.perturb(s, nets.generate(s, z, emb), emb, self.algo.phi)
+        else:
+            n = c.shooting_actions
+            s = torch.as_tensor(obs, dtype=torch.float32).expand(n, -1)
+            emb = self.embedding.expand(n, -1)
+            cand = torch.rand(n, spec.act_dim, generator=self.rng) * 2.0 - 1.0
+        return cand[nets.q_value(s, cand, emb).argmax()].numpy()
+
+
+class TiMe:
+    name: ClassVar[str] = "time"
+    config_cls: ClassVar[type] = TiMeConfig
+    configs: ClassVar[dict[str, Any]] = CONFIGS
+
+    def __init__(self, config: TiMeConfig, spec: EnvSpec, seed: int, device: str = "cpu") -> None:
+        self.config, self.spec, self.seed, self.device = config, spec, seed, device
+        self.phi = 0.05  # BCQ's perturbation range (official implementation)
+        self.latent_dim = 2 * spec.act_dim
+        torch.manual_seed(seed)
+        self.nets = TiMeNetworks(spec.obs_dim, spec.act_dim, self.latent_dim, config).to(device)
+
+    # -- phase 1 ----------------------------------------------------------------
+    def _phase1_learner(self, k: int) -> Any:
+        c = self.config
+        if c.phase1 == "sac":
+            from bmrl_bench.learners.sac import BatchedSAC, SACConfig
+
+            return BatchedSAC(k, self.spec.obs_dim, self.spec.act_dim,
+                              SACConfig(hidden=tuple(c.phase1_hidden), lr=c.lr, gamma=c.gamma,
+                                        batch_size=c.phase1_batch_size, device=self.device), seed=self.seed)
+        from bmrl_bench.learners.bcq import BatchedBCQ, BCQConfig
+
+        return BatchedBCQ(k, self.spec.obs_dim, self.spec.act_dim,
+                          BCQConfig(lr=c.lr, gamma=c.gamma, batch_size=c.phase1_batch_size, device=self.device), seed=self.seed)
+
+    def phase1_key(self, data: MetaTrainData, checksums: Sequence[str]) -> str:
+        c = self.config
+        key = {"suite": data.suite, "checksums": list(checksums), "phase1": c.phase1, "steps": c.phase1_steps,
+               "batch": c.phase1_batch_size, "hidden": list(c.phase1_hidden), "lr": c.lr, "gamma": c.gamma,
+               "seed": self.seed, "tasks": data.num_tasks, "format": 1}
+        return hashlib.sha256(json.dumps(key, sort_keys=True).encode()).hexdigest()[:20]
+
+    def train_phase1(self, data: MetaTrainData, sampler: TaskSampler, log: LogFn) -> Any:
+        from safetensors.torch import load_file, save_file
+
+        learner = self._phase1_learner(data.num_tasks)
+        checksum = hashlib.sha256(data.batch.observations.tobytes() + data.batch.rewards.tobytes()).hexdigest()
+        path = cache_root() / "phase1" / self.phase1_key(data, [checksum]) / "weights.safetensors"
+        if path.exists():
+            learner.load_state_dict(load_file(str(path)))
+            log(f"phase 1 ({self.config.phase1} x{data.num_tasks}, cached)", 1, 1, {})
+            return learner
+        gen = torch.Generator(device=self.device).manual_seed(self.seed)
+        total = self.config.phase1_steps
+        for step in range(1, total + 1):
+            metrics = learner.update(sampler.gather(sampler.indices((self.config.phase1_batch_size,), gen)))
+            if step % self.config.log_every == 0 or step == total:
+                log(f"phase 1 ({self.config.phase1} x{data.num_tasks})", step, total, metrics)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = path.with_suffix(".tmp")
+        save_file({k: v.contiguous() for k, v in learner.state_dict().items()}, str(tmp))
+        os.replace(tmp, path)
+        return learner
+
+    # -- phase 2 ----------------------------------------------------------------
+    def phase2_loss(self, learner: Any, sampler: TaskSampler, gen: torch.Generator) -> tuple[torch.Tensor, dict[str, float]]:
+        c, k = self.config, sampler.k
+        m = max(1, c.batch_size // k)
+        b = sampler.gather(sampler.indices((m,), gen))  # (K, m, ...)
+        ctx = sampler.gather(sampler.indices((m, c.context_size), gen))  # same task as the transition
+        s, a = b["observations"], b["actions"]
+        with torch.no_grad():
+            q_target = learner.q_value(s, a)  # (K, m): task k's own Q*_k
+            if c.phase1 == "bcq":
+                z = torch.randn((k, m, self.latent_dim), generator=gen, device=s.device).clamp(-0.5, 0.5)
+                g_target = learner.generate(s, z)
+                xi_target = learner.perturb(s, g_target)
+        emb = self.nets.f(transitions(ctx["observations"], ctx["actions"], ctx["rewards"], ctx["next_observations"]))
+        terms = {"q": ((self.nets.q_value(s, a, emb) - q_target) ** 2).mean()}
+        if c.use_predictor:
+            pred = self.nets.p(torch.cat([self.nets.e(torch.cat([s, a], -1)), emb], -1))
+            terms["r"] = ((pred[..., 0] - b["rewards"]) ** 2).mean()
+            if c.predict_next_state:
+                terms["s_next"] = ((pred[..., 1:] - b["next_observations"]) ** 2).sum(-1).mean()
+        if c.phase1 == "bcq":
+            terms["g"] = ((self.nets.generate(s, z, emb) - g_target) ** 2).sum(-1).mean()
+            terms["xi"] = ((self.nets.perturb(s, g_target, emb, self.phi) - xi_target) ** 2).sum(-1).mean()
+        loss = terms["q"]
+        for name, term in terms.items():
+            if name != "q":
+                scale = (terms["q"].detach() / term.detach().clamp_min(1e-8)) if c.scale_losses else 1.0
+                loss = loss + scale * term
+        return loss, {f"loss_{n}": t for n, t in terms.items()}
+
+    def fit(self, data: MetaTrainData, log: LogFn = null_log) -> None:
+        sampler = TaskSampler(data.batch, data.num_tasks, self.device)
+        learner = self.train_phase1(data, sampler, log)
+        opt = torch.optim.Adam(self.nets.parameters(), lr=self.config.lr, fused=True)
+        gen = torch.Generator(device=self.device).manual_seed(self.seed + 1)
+        total = self.config.phase2_steps
+        for step in range(1, total + 1):
+            loss, metrics = self.phase2_loss(learner, sampler, gen)
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            opt.step()
+            if step % self.config.log_every == 0 or step == total:
+                log("phase 2 (distillation)", step, total, {k: float(v) for k, v in metrics.items()})
+
+    # -- acting and checkpoints -------------------------------------------------
+    def make_agent(self) -> _TiMeAgent:
+        self.nets.eval()
+        return _TiMeAgent(self)
+
+    def save(self, path: Path) -> None:
+        save_checkpoint(path, self.name, self.config, self.spec, self.seed, self.nets.state_dict())
+
+    @classmethod
+    def load(cls, path: Path, device: str = "cpu") -> TiMe:
+        config, spec, seed, tensors = read_checkpoint(path, TiMeConfig)
+        algo = cls(config, spec, seed, device)
+        algo.nets.load_state_dict(tensors)
+        return algo
+
+
+__all__ = ["TiMe", "TiMeConfig", "CONFIGS", "config_to_dict"]

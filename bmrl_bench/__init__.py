@@ -1,0 +1,32 @@
+"""bmrl-bench: the benchmark for Batch Meta Reinforcement Learning (offline meta-RL).
+
+    >>> import bmrl_bench
+    >>> suite = bmrl_bench.load_suite("pointgoal-3")   # meta-train batches as arrays
+"""
+from __future__ import annotations
+
+from typing import Any
+
+__version__ = "0.1.0"
+__all__ = ["__version__", "evaluate", "get_algorithm", "list_suites", "load_suite"]
+
+
+def __getattr__(name: str) -> Any:
+    # Lazy: `import bmrl_bench` stays cheap; MuJoCo and torch load on first use.
+    if name == "load_suite":
+        from bmrl_bench.data import load_suite
+
+        return load_suite
+    if name == "list_suites":
+        from bmrl_bench.suites import list_suites
+
+        return list_suites
+    if name == "evaluate":
+        from bmrl_bench.harness import evaluate
+
+        return evaluate
+    if name == "get_algorithm":
+        from bmrl_bench.algorithms import get_algorithm
+
+        return get_algorithm
+    raise AttributeError(f"module 'bmrl_bench' has no attribute {name!r}")

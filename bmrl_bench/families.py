@@ -1,0 +1,219 @@
+"""Task families as Gymnasium environments, and the `Family` records.
+
+Each family is one Gymnasium env id parameterised by a single JSON-friendly float
+keyword argument (the task parameter). Within a family only the reward varies with
+the parameter; dynamics and observations are shared.
+
+- ``bmrl/PointGoal-v0`` (``goal_angle_deg``): the tiMe paper's 2-D point toy.
+- ``bmrl/HalfCheetahVel-v0`` (``target_velocity``): HalfCheetah-v5 tracking a velocity.
+- ``bmrl/HopperVel-v0`` (``target_velocity``): Hopper-v5 tracking a velocity.
+
+Every env exposes ``self.task_param`` and returns ``info["task_param"]`` (float)
+from ``reset`` and ``step``. Importing this module registers the three ids.
+"""
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from typing import Any
+
+import gymnasium as gym
+import mujoco
+import numpy as np
+from gymnasium import spaces, utils
+from gymnasium.envs.mujoco.half_cheetah_v5 import HalfCheetahEnv
+from gymnasium.envs.mujoco.hopper_v5 import HopperEnv
+
+from bmrl_bench.errors import UnknownFamilyError
+
+# MuJoCo 4 warns "compiler attribute 'settotalmass' is deprecated" when the
+# HalfCheetah model is compiled, printing it and appending it to MUJOCO_LOG.TXT in
+# the working directory. A user warning callback replaces both.
+mujoco.set_mju_user_warning(lambda msg: None)
+
+__all__ = [
+    "FAMILIES",
+    "Family",
+    "HalfCheetahVelEnv",
+    "HopperVelEnv",
+    "PointGoalEnv",
+    "get_family",
+    "register_envs",
+]
+
+
+class PointGoalEnv(gym.Env[np.ndarray, np.ndarray]):
+    """A point mass in the plane that must reach a goal on the upper semicircle.
+
+    Starts at (0, 0) exactly; observation is the position (x, y) as float32;
+    action (dx, dy) is clipped into [-1, 1]^2; next position = position + action;
+    reward = -(distance from the new position to the goal). Never terminates:
+    episodes end by the time limit only (20 steps by default).
+    """
+
+    metadata: dict[str, Any] = {"render_modes": []}
+
+    def __init__(self, goal_angle_deg: float = 90.0, radius: float = 10.0) -> None:
+        self.goal_angle_deg = float(goal_angle_deg)
+        self.radius = float(radius)
+        if not (math.isfinite(self.goal_angle_deg) and math.isfinite(self.radius)):
+            raise ValueError(
+                f"PointGoalEnv needs finite goal_angle_deg and radius, got "
+                f"{goal_angle_deg!r} and {radius!r}"
+            )
+        self.task_param = self.goal_angle_deg
+        theta = math.radians(self.goal_angle_deg)
+        self.goal = np.array(
+            [self.radius * math.cos(theta), self.radius * math.sin(theta)], dtype=np.float64
+        )
+        self.observation_space = spaces.Box(-np.inf, np.inf, shape=(2,), dtype=np.float32)
+        self.action_space = spaces.Box(-1.0, 1.0, shape=(2,), dtype=np.float32)
+        self._pos = np.zeros(2, dtype=np.float32)
+
+    def _distance(self) -> float:
+        # Measured from the float32 position that the observation shows, so the
+        # reward is exactly a function of the next observation.
+        return float(np.linalg.norm(self._pos.astype(np.float64) - self.goal))
+
+    def reset(
+        self, *, seed: int | None = None, options: dict[str, Any] | None = None
+    ) -> tuple[np.ndarray, dict[str, Any]]:
+        super().reset(seed=seed)
+        self._pos = np.zeros(2, dtype=np.float32)
+        return self._pos.copy(), {"task_param": self.task_param, "distance": self._distance()}
+
+    def step(
+        self, action: np.ndarray
+    ) -> tuple[np.ndarray, float, bool, bool, dict[str, Any]]:
+        a = np.clip(np.asarray(action, dtype=np.float32).reshape(2), -1.0, 1.0)
+        self._pos = (self._pos + a).astype(np.float32)
+        distance = self._distance()
+        info = {"task_param": self.task_param, "distance": distance}
+        return self._pos.copy(), -distance, False, False, info
+
+
+class HalfCheetahVelEnv(HalfCheetahEnv):
+    """HalfCheetah-v5 rewarded for running at ``target_velocity``.
+
+    reward = -|v_x - target_velocity| - 0.05 * ||a||^2, where v_x is HalfCheetah-v5's
+    own ``(x_after - x_before) / dt``. The observation is v5's.
+    """
+
+    def __init__(self, target_velocity: float = 1.0, **kwargs: Any) -> None:
+        kwargs.setdefault("ctrl_cost_weight", 0.05)
+        super().__init__(**kwargs)
+        # Re-record the constructor args so that pickling/copying rebuilds this class.
+        utils.EzPickle.__init__(self, target_velocity=target_velocity, **kwargs)
+        self.target_velocity = float(target_velocity)
+        self.task_param = self.target_velocity
+
+    def _get_rew(self, x_velocity: float, action: np.ndarray) -> tuple[float, dict[str, Any]]:
+        reward_velocity = -abs(float(x_velocity) - self.target_velocity)
+        ctrl_cost = float(self.control_cost(action))
+        reward = reward_velocity - ctrl_cost
+        return reward, {"reward_velocity": reward_velocity, "reward_ctrl": -ctrl_cost}
+
+    def step(self, action: np.ndarray) -> tuple[np.ndarray, float, bool, bool, dict[str, Any]]:
+        obs, reward, terminated, truncated, info = super().step(action)
+        info["task_param"] = self.task_param
+        return obs, float(reward), terminated, truncated, info
+
+    def _get_reset_info(self) -> dict[str, Any]:
+        return {**super()._get_reset_info(), "task_param": self.task_param}
+
+
+class HopperVelEnv(HopperEnv):
+    """Hopper-v5 rewarded for hopping at ``target_velocity``.
+
+    reward = healthy_reward - |v_x - target_velocity| - 0.001 * ||a||^2, where the
+    healthy reward is 1 while healthy (as in v5 it is 0 on the step that makes the
+    hopper unhealthy); terminated = not is_healthy, exactly as Hopper-v5.
+    """
+
+    def __init__(self, target_velocity: float = 1.0, **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        utils.EzPickle.__init__(self, target_velocity=target_velocity, **kwargs)
+        self.target_velocity = float(target_velocity)
+        self.task_param = self.target_velocity
+
+    def _get_rew(self, x_velocity: float, action: np.ndarray) -> tuple[float, dict[str, Any]]:
+        reward_velocity = -abs(float(x_velocity) - self.target_velocity)
+        healthy_reward = float(self.healthy_reward)
+        ctrl_cost = float(self.control_cost(action))
+        reward = healthy_reward + reward_velocity - ctrl_cost
+        return reward, {
+            "reward_velocity": reward_velocity,
+            "reward_ctrl": -ctrl_cost,
+            "reward_survive": healthy_reward,
+        }
+
+    def step(self, action: np.ndarray) -> tuple[np.ndarray, float, bool, bool, dict[str, Any]]:
+        obs, reward, terminated, truncated, info = super().step(action)
+        info["task_param"] = self.task_param
+        return obs, float(reward), terminated, truncated, info
+
+    def _get_reset_info(self) -> dict[str, Any]:
+        return {**super()._get_reset_info(), "task_param": self.task_param}
+
+
+@dataclass(frozen=True)
+class Family:
+    """A task family: one registered env id and the float kwarg that picks the task."""
+
+    name: str
+    env_id: str
+    param_name: str
+    param_range: tuple[float, float]
+    param_unit: str
+    default_episode_length: int
+    reward_varies_only: bool = True  # the parameter changes the reward, never the dynamics
+
+    def make(self, param: float, max_episode_steps: int | None = None) -> gym.Env:
+        """``gym.make`` this family's env for task ``param`` (default episode length if None)."""
+        register_envs()
+        steps = self.default_episode_length if max_episode_steps is None else int(max_episode_steps)
+        return gym.make(self.env_id, max_episode_steps=steps, **{self.param_name: float(param)})
+
+
+FAMILIES: dict[str, Family] = {
+    "pointgoal": Family(
+        "pointgoal", "bmrl/PointGoal-v0", "goal_angle_deg", (0.0, 180.0), "deg", 20
+    ),
+    "halfcheetah-vel": Family(
+        "halfcheetah-vel", "bmrl/HalfCheetahVel-v0", "target_velocity", (0.0, 3.0), "m/s", 200
+    ),
+    "hopper-vel": Family(
+        "hopper-vel", "bmrl/HopperVel-v0", "target_velocity", (0.0, 3.0), "m/s", 1000
+    ),
+}
+
+_ENTRY_POINTS: dict[str, str] = {
+    "bmrl/PointGoal-v0": "bmrl_bench.families:PointGoalEnv",
+    "bmrl/HalfCheetahVel-v0": "bmrl_bench.families:HalfCheetahVelEnv",
+    "bmrl/HopperVel-v0": "bmrl_bench.families:HopperVelEnv",
+}
+
+
+def get_family(name: str) -> Family:
+    """The family called ``name``; raises UnknownFamilyError listing the known names."""
+    try:
+        return FAMILIES[name]
+    except KeyError:
+        raise UnknownFamilyError(
+            f"unknown task family '{name}'; known: {', '.join(FAMILIES)}"
+        ) from None
+
+
+def register_envs() -> None:
+    """Register the three env ids with Gymnasium; ids already registered are skipped."""
+    for family in FAMILIES.values():
+        if family.env_id in gym.registry:
+            continue
+        gym.register(
+            id=family.env_id,
+            entry_point=_ENTRY_POINTS[family.env_id],
+            max_episode_steps=family.default_episode_length,
+        )
+
+
+register_envs()

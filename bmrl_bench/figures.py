@@ -1,0 +1,153 @@
+"""The paper's figures, re-made on our suites (PNG files, one command each).
+
+- `misidentification`: Figure 2 (left, middle): Batch SAC's critic estimate Q(s0, a0)
+  against the discounted return it actually obtains, over training; and its
+  trajectories against the train goals.
+- `time_figure`: Figure 2 (right): tiMe's trajectory and final position per test goal;
+  for MuJoCo suites, Figure 3's comparison: tiMe's return against the behaviour SAC's
+  learning curve on each test task (from the dataset metadata).
+Rolling policies out here is diagnosis only; nothing is learned from it.
+"""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from bmrl_bench.algorithms import get_algorithm, resolve_config
+from bmrl_bench.data import Suite, load_suite
+from bmrl_bench.harness import meta_train_data, spec_of
+from bmrl_bench.protocols import episode_seed
+
+
+def _pyplot():  # noqa: ANN202
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    return plt
+
+
+def rollout(suite: Suite, agent: Any, param: float, seed: int, gamma: float = 0.99) -> tuple[np.ndarray, float, float]:
+    """(positions (T+1, o), undiscounted return, discounted return) of one zero-shot episode."""
+    env = suite.family.make(param, max_episode_steps=suite.card.episode_length)
+    obs, _ = env.reset(seed=seed)
+    agent.reset()
+    path, rewards, done = [obs], [], False
+    while not done:
+        action = np.clip(agent.act(np.asarray(obs, np.float32)), -1, 1).astype(np.float32)
+        nxt, r, term, trunc, _ = env.step(action)
+        agent.observe(obs, action, float(r), nxt, bool(term))
+        path.append(nxt)
+        rewards.append(float(r))
+        obs, done = nxt, term or trunc
+    env.close()
+    disc = float(np.sum(np.array(rewards) * gamma ** np.arange(len(rewards))))
+    return np.array(path), float(np.sum(rewards)), disc
+
+
+def _goal_xy(param: float, radius: float = 10.0) -> tuple[float, float]:
+    return radius * np.cos(np.deg2rad(param)), radius * np.sin(np.deg2rad(param))
+
+
+def misidentification(suite_name: str, out_dir: Path, seed: int = 0, probes: int = 20) -> list[Path]:
+    """Train Batch SAC on the pooled meta-train data, probing its Q(s0, a0) against its returns."""
+    import torch
+
+    suite = load_suite(suite_name, build_missing=True)
+    cls = get_algorithm("batch-sac")
+    _, config = resolve_config(cls, suite.name, suite.family.name, None, None)
+    algo = cls(config, spec_of(suite), seed)
+    steps, q_est, q_true = [], [], []
+
+    def probe(step: int, sac: Any) -> None:
+        agent = algo.make_agent()
+        env = suite.family.make(suite.train_tasks[0].param)
+        s0 = env.reset(seed=0)[0].astype(np.float32)
+        env.close()
+        a0 = agent.act(s0)
+        q = float(sac.q_value(torch.as_tensor(s0)[None, None], torch.as_tensor(a0)[None, None])[0, 0])
+        disc = [rollout(suite, agent, t.param, episode_seed(seed, t.index, 0), config.gamma)[2] for t in suite.train_tasks]
+        steps.append(step)
+        q_est.append(q)
+        q_true.append(float(np.mean(disc)))
+
+    algo.fit(meta_train_data(suite), callback=probe, callback_every=max(1, config.steps // probes))
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    plt = _pyplot()
+    paths = []
+
+    fig, ax = plt.subplots(figsize=(5, 4))
+    ax.plot(steps, q_est, label="critic estimate Q(s0, a0)")
+    ax.plot(steps, q_true, label="discounted return obtained (mean over train tasks)")
+    ax.set_xlabel("gradient updates")
+    ax.set_ylabel("value")
+    ax.set_title(f"Batch SAC on {suite.name}: MDP mis-identification")
+    ax.legend(fontsize=8)
+    fig.tight_layout()
+    paths.append(out_dir / f"misidentification-q-{suite.name}.png")
+    fig.savefig(paths[-1], dpi=120)
+    plt.close(fig)
+
+    fig, ax = plt.subplots(figsize=(5, 4))
+    agent = algo.make_agent()
+    for t in suite.train_tasks:
+        path, ret, _ = rollout(suite, agent, t.param, episode_seed(seed, t.index, 0))
+        line = ax.plot(path[:, 0], path[:, 1], marker=".", label=f"goal {t.param:g} deg: return {ret:.0f}")
+        if suite.family.name == "pointgoal":
+            ax.scatter(*_goal_xy(t.param), marker="*", s=200, color=line[0].get_color())
+    ax.set_aspect("equal")
+    ax.set_title(f"Batch SAC trajectories on {suite.name}")
+    ax.legend(fontsize=7)
+    fig.tight_layout()
+    paths.append(out_dir / f"misidentification-trajectories-{suite.name}.png")
+    fig.savefig(paths[-1], dpi=120)
+    plt.close(fig)
+    (out_dir / f"misidentification-{suite.name}.json").write_text(
+        json.dumps({"steps": steps, "q_estimate": q_est, "discounted_return": q_true}, indent=1))
+    return paths
+
+
+def time_figure(suite_name: str, out_dir: Path, seed: int = 0, config_name: str | None = None) -> list[Path]:
+    """Train tiMe once; plot what it does on each test task."""
+    suite = load_suite(suite_name, build_missing=True)
+    cls = get_algorithm("time")
+    _, config = resolve_config(cls, suite.name, suite.family.name, config_name, None)
+    algo = cls(config, spec_of(suite), seed)
+    algo.fit(meta_train_data(suite))
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    plt = _pyplot()
+    agent = algo.make_agent()
+    fig, ax = plt.subplots(figsize=(5, 4))
+    if suite.family.name == "pointgoal":
+        for t in suite.test_tasks:
+            path, ret, _ = rollout(suite, agent, t.param, episode_seed(seed, t.index, 0))
+            line = ax.plot(path[:, 0], path[:, 1], alpha=0.6)
+            color = line[0].get_color()
+            ax.scatter(*_goal_xy(t.param), marker="*", s=250, color=color, label=f"goal {t.param:g} deg")
+            ax.scatter(path[-1, 0], path[-1, 1], marker="o", s=60, facecolors="none", edgecolors=color,
+                       label=f"final position (return {ret:.0f})")
+        ax.set_aspect("equal")
+        ax.set_title(f"tiMe on {suite.name}: test goals and final positions")
+    else:
+        for t in suite.test_tasks:
+            meta = json.loads((suite.root / t.dataset_id / "data" / "metadata.json").read_text())
+            curve = np.asarray(meta["bmrl_behaviour_episode_returns"])
+            steps = np.cumsum([suite.card.episode_length] * len(curve))
+            line = ax.plot(steps, curve, alpha=0.7, label=f"SAC learning on v={t.param:g}")
+            ret = np.mean([rollout(suite, agent, t.param, episode_seed(seed, t.index, e))[1] for e in range(3)])
+            ax.axhline(ret, linestyle="--", color=line[0].get_color(), label=f"tiMe zero-shot v={t.param:g}")
+        ax.set_xlabel("SAC environment steps on the test task")
+        ax.set_ylabel("episode return")
+        ax.set_title(f"tiMe zero-shot vs SAC from scratch ({suite.name})")
+    ax.legend(fontsize=7)
+    fig.tight_layout()
+    path_out = out_dir / f"time-{suite.name}.png"
+    fig.savefig(path_out, dpi=120)
+    plt.close(fig)
+    return [path_out]

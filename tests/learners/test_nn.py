@@ -1,0 +1,86 @@
+from __future__ import annotations
+
+import math
+
+import pytest
+import torch
+from torch import nn
+
+from bmrl_bench.learners.nn import BatchedLinear, BatchedMLP, member_state, stack_states
+
+
+def test_batched_linear_member_k_is_its_own_linear_layer() -> None:
+    torch.manual_seed(0)
+    layer = BatchedLinear(4, 5, 3, dtype=torch.float64)
+    x = torch.randn(4, 7, 5, dtype=torch.float64)
+    y = layer(x)
+    assert y.shape == (4, 7, 3)
+    for k in range(4):
+        expected = x[k] @ layer.weight[k] + layer.bias[k]
+        torch.testing.assert_close(y[k], expected, rtol=0, atol=1e-12)
+        ref = nn.Linear(5, 3, dtype=torch.float64)
+        with torch.no_grad():
+            ref.weight.copy_(layer.weight[k].T)
+            ref.bias.copy_(layer.bias[k, 0])
+        torch.testing.assert_close(y[k], ref(x[k]), rtol=0, atol=1e-12)
+    # member k's output does not depend on the other members' inputs
+    x2 = x.clone()
+    x2[1:] = torch.randn(3, 7, 5, dtype=torch.float64)
+    torch.testing.assert_close(layer(x2)[0], y[0], rtol=0, atol=0)
+
+
+def test_batched_linear_init_matches_nn_linear_bounds() -> None:
+    in_f, out_f, k = 9, 64, 32
+    layer = BatchedLinear(k, in_f, out_f)
+    bound = 1.0 / math.sqrt(in_f)
+    assert layer.weight.shape == (k, in_f, out_f) and layer.bias.shape == (k, 1, out_f)
+    for p in (layer.weight, layer.bias):
+        assert p.abs().max().item() <= bound
+        assert p.abs().max().item() > 0.95 * bound  # fills the whole interval ...
+        assert abs(p.std().item() - bound / math.sqrt(3.0)) < 0.1 * bound  # ... uniformly
+    ref = nn.Linear(in_f, out_f)  # nn.Linear's own bounds are the same
+    assert ref.weight.abs().max().item() <= bound and ref.bias.abs().max().item() <= bound
+    # members differ, and a seeded generator reproduces the draw
+    assert not torch.equal(layer.weight[0], layer.weight[1])
+    layer.reset_parameters(torch.Generator().manual_seed(3))
+    w = layer.weight.detach().clone()
+    layer.reset_parameters(torch.Generator().manual_seed(3))
+    assert torch.equal(w, layer.weight)
+
+
+def test_batched_mlp_member_equals_plain_mlp() -> None:
+    torch.manual_seed(1)
+    mlp = BatchedMLP(3, 4, [8, 6], 2, dtype=torch.float64)
+    x = torch.randn(3, 5, 4, dtype=torch.float64)
+    y = mlp(x)
+    assert y.shape == (3, 5, 2)
+    for k in range(3):
+        layers: list[nn.Module] = []
+        for i, bl in enumerate(mlp.layers):
+            lin = nn.Linear(bl.in_features, bl.out_features, dtype=torch.float64)
+            with torch.no_grad():
+                lin.weight.copy_(bl.weight[k].T)
+                lin.bias.copy_(bl.bias[k, 0])
+            layers.append(lin)
+            if i < len(mlp.layers) - 1:
+                layers.append(nn.ReLU())
+        torch.testing.assert_close(y[k], nn.Sequential(*layers)(x[k]), rtol=0, atol=1e-12)
+    params = [p.detach() for p in mlp.parameters()]
+    torch.testing.assert_close(mlp.forward_with(x, params), y, rtol=0, atol=0)
+
+
+def test_member_state_and_stack_states_round_trip() -> None:
+    mlp = BatchedMLP(3, 4, [8], 2)
+    sd = mlp.state_dict()
+    members = [member_state(sd, k) for k in range(3)]
+    assert members[1]["layers.0.weight"].shape == (1, 4, 8)
+    one = BatchedMLP(1, 4, [8], 2)
+    one.load_state_dict(members[2])  # a member's state is a valid 1-member state dict
+    x = torch.randn(3, 5, 4)
+    torch.testing.assert_close(one(x[2:3])[0], mlp(x)[2], rtol=0, atol=1e-6)
+    back = stack_states(members)
+    assert back.keys() == sd.keys()
+    for n in sd:
+        assert torch.equal(back[n], sd[n])
+    with pytest.raises(IndexError):
+        member_state(sd, 3)

@@ -1,0 +1,133 @@
+"""Build -> load round trips through Minari itself, recover_environment, corruption detection."""
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+
+import h5py
+import numpy as np
+import pytest
+
+from bmrl_bench import build as build_mod
+from bmrl_bench.build import build_suite, verify_suite
+from bmrl_bench.data import load_suite, read_episodes
+from bmrl_bench.errors import ChecksumMismatchError, DatasetCorruptError, DatasetMissingError
+from bmrl_bench.suites import get_card
+
+TINY = "tiny-pointgoal"
+
+
+def test_minari_loads_what_we_built(tiny_suite: Path) -> None:
+    import minari
+
+    card = get_card(TINY)
+    assert set(minari.list_local_datasets()) == set(card.dataset_ids())
+    ds = minari.load_dataset(card.dataset_id(0))
+    assert ds.total_steps == card.behaviour.steps_per_task
+    ours = read_episodes(card.dataset_id(0))
+    obs = np.concatenate([ep.observations for ep in ds.iterate_episodes()])
+    rew = np.concatenate([ep.rewards for ep in ds.iterate_episodes()])
+    np.testing.assert_array_equal(obs, ours.observations)
+    np.testing.assert_array_equal(rew, ours.rewards)
+    # Minari's own normalization uses the reference scores we stored.
+    assert minari.get_normalized_score(ds, np.array([ds.storage.metadata["ref_max_score"]]))[0] == pytest.approx(1.0)
+
+
+def test_metadata_and_recover_environment(tiny_suite: Path) -> None:
+    import minari
+
+    card = get_card(TINY)
+    for i in range(card.num_tasks):
+        ds = minari.load_dataset(card.dataset_id(i))
+        meta = ds.storage.metadata
+        assert meta["bmrl_split"] == card.task_split(i)
+        assert meta["bmrl_task_param"] == card.task_param(i)
+        assert meta["bmrl_behaviour"]["steps_per_task"] == card.behaviour.steps_per_task
+        assert len(meta["bmrl_checksum"]) == 64
+        assert meta["ref_max_score"] > meta["ref_min_score"]
+        assert len(meta["bmrl_reference_returns"]["random"]) >= 10
+        env = ds.recover_environment()
+        assert env.unwrapped.task_param == card.task_param(i)
+        _, info = env.reset(seed=0)
+        assert info["task_param"] == card.task_param(i)
+    ns = json.loads((tiny_suite / "bmrl" / TINY / "namespace_metadata.json").read_text())
+    assert ns["dataset_ids"] == card.dataset_ids()
+
+
+def test_load_suite_gives_train_data_only(tiny_suite: Path) -> None:
+    suite = load_suite(TINY)
+    card = suite.card
+    assert [t.split for t in suite.tasks] == ["train", "train", "test"]
+    assert set(np.unique(suite.train.task_index)) == {0, 1}
+    assert len(suite.train) == 2 * card.behaviour.steps_per_task
+    # s' of step t is s of step t+1 inside an episode.
+    t0 = suite.train.task(0)
+    inside = t0.timeouts[:-1] == 0
+    np.testing.assert_array_equal(t0.next_observations[:-1][inside], t0.observations[1:][inside])
+    # PointGoal dynamics hold in the data: s' = s + clip(a).
+    np.testing.assert_allclose(t0.next_observations, t0.observations + np.clip(t0.actions, -1, 1), atol=1e-5)
+    assert "train_tasks=2" in repr(suite)
+
+
+def test_rebuild_skips_verified_datasets(tiny_suite: Path) -> None:
+    report = build_suite(TINY)
+    assert report.built == [] and len(report.skipped) == 3
+
+
+def test_truncated_hdf5_is_named_by_verify(tiny_suite: Path) -> None:
+    card = get_card(TINY)
+    f = tiny_suite / card.dataset_id(1) / "data" / "main_data.hdf5"
+    f.write_bytes(f.read_bytes()[: f.stat().st_size // 2])
+    rows = {r.dataset_id: r.status for r in verify_suite(TINY)}
+    assert rows[card.dataset_id(0)] == "ok"
+    assert str(f) in rows[card.dataset_id(1)] and "damaged" in rows[card.dataset_id(1)]
+    with pytest.raises(DatasetCorruptError, match="damaged"):
+        load_suite(TINY)
+
+
+def test_tampered_reward_fails_checksum(tiny_suite: Path) -> None:
+    card = get_card(TINY)
+    f = tiny_suite / card.dataset_id(0) / "data" / "main_data.hdf5"
+    with h5py.File(f, "r+") as h:
+        h["episode_0"]["rewards"][0] += 1.0
+    with pytest.raises(ChecksumMismatchError, match="does not match its checksum"):
+        load_suite(TINY)
+    assert "checksum mismatch" in verify_suite(TINY)[0].status
+
+
+def test_corrupt_metadata_and_missing_dataset(tiny_suite: Path) -> None:
+    card = get_card(TINY)
+    (tiny_suite / card.dataset_id(0) / "data" / "metadata.json").write_text('{"truncated": ')
+    with pytest.raises(DatasetCorruptError, match="metadata"):
+        load_suite(TINY)
+    os.rename(tiny_suite / card.dataset_id(1), tiny_suite / "elsewhere")
+    assert verify_suite(TINY)[1].status == "missing"
+    with pytest.raises(DatasetMissingError, match="bmrl-bench datasets build tiny-pointgoal"):
+        read_episodes(card.dataset_id(1))
+
+
+def test_failed_build_publishes_nothing_and_rerun_finishes(monkeypatch: pytest.MonkeyPatch, _minari_root: Path) -> None:
+    import minari
+
+    real = build_mod._write_dataset
+    calls = {"n": 0}
+
+    def failing(*args, **kwargs):  # noqa: ANN002, ANN003
+        calls["n"] += 1
+        if calls["n"] == 2:
+            raise KeyboardInterrupt  # the user pressed ctrl-C while task 1 was written
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(build_mod, "_write_dataset", failing)
+    with pytest.raises(KeyboardInterrupt):
+        build_suite(TINY)
+    card = get_card(TINY)
+    assert list(minari.list_local_datasets()) == [card.dataset_id(0)]
+    assert not (_minari_root / card.dataset_id(1)).exists()
+    monkeypatch.setattr(build_mod, "_write_dataset", real)
+    report = build_suite(TINY)
+    assert report.skipped == [card.dataset_id(0)]
+    assert report.built == [card.dataset_id(1), card.dataset_id(2)]
+    assert all(r.status == "ok" for r in verify_suite(TINY))
+    assert not (_minari_root / ".staging").exists() or not any((_minari_root / ".staging").iterdir())
