@@ -49,7 +49,9 @@ class TiMeConfig:
     embedding_dim: int = 32
     """Size of the inferred MDP identity."""
     context_size: int = 1
-    """Transitions in a context, in training and at test (the paper: 1). At test: the most recent ones."""
+    """Transitions in a training context, all from the transition's own task (the paper: 1)."""
+    test_context: int = 0
+    """At test, the embedding pools the episode's most recent `test_context` transitions (0: all of them)."""
     f_hidden: tuple[int, ...] = (256,)
     """Set encoder f: per-transition MLP, mean-pooled over the context."""
     e_hidden: tuple[int, ...] = (256,)
@@ -203,7 +205,8 @@ class _TiMeAgent:
 
     def observe(self, obs: np.ndarray, action: np.ndarray, reward: float, next_obs: np.ndarray, terminal: bool) -> None:
         self.context.append(np.concatenate([obs, action, [reward], next_obs]).astype(np.float32))
-        recent = torch.as_tensor(np.stack(self.context[-self.algo.config.context_size:]))
+        n = self.algo.config.test_context
+        recent = torch.as_tensor(np.stack(self.context[-n:] if n > 0 else self.context))
         with torch.no_grad():
             self.embedding = self.algo.nets.f(recent)
 
@@ -307,7 +310,7 @@ class TiMe:
             if name != "q":
                 scale = (terms["q"].detach() / term.detach().clamp_min(1e-8)) if c.scale_losses else 1.0
                 loss = loss + scale * term
-        return loss, {f"loss_{n}": t for n, t in terms.items()}
+        return loss, {f"loss_{n}": t.detach() for n, t in terms.items()}
 
     def fit(self, data: MetaTrainData, log: LogFn = null_log) -> None:
         sampler = TaskSampler(data.batch, data.num_tasks, self.device)

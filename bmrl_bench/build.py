@@ -170,6 +170,7 @@ def _write_dataset(
                 code_permalink=CODE_PERMALINK,
                 description=f"{card.description} Task {index:02d} ({card.task_split(index)}): "
                 f"{family.param_name}={card.task_param(index)}.",
+                eval_env=env,
                 ref_min_score=ref_min,
                 ref_max_score=ref_max,
                 data_format="hdf5",
