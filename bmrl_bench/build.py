@@ -253,8 +253,29 @@ def load_expert(card: SuiteCard, root: Path | None = None) -> object | None:
     return sac
 
 
+@contextlib.contextmanager
+def _torch_threads(n: int) -> Iterator[None]:
+    import torch
+
+    old = torch.get_num_threads()
+    torch.set_num_threads(n)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(old)
+
+
 def build_suite(name: str, force: bool = False, progress: ProgressFn | None = None) -> BuildReport:
-    """Build every missing or damaged dataset of suite `name` (all of them with `force`)."""
+    """Build every missing or damaged dataset of suite `name` (all of them with `force`).
+
+    Training runs on one torch thread: float sums depend on the thread count, and the
+    same card must give the same bytes (checksums) on every machine of a kind.
+    """
+    with _torch_threads(1):
+        return _build_suite(name, force, progress)
+
+
+def _build_suite(name: str, force: bool, progress: ProgressFn | None) -> BuildReport:
     card = get_card(name)
     family = get_family(card.family)
     root = datasets_root()

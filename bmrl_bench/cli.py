@@ -105,12 +105,10 @@ def datasets_list() -> None:
 def datasets_build(
     suite: str = typer.Argument(..., help="Suite name, e.g. pointgoal-3 (see `bmrl-bench datasets list`)."),
     force: bool = typer.Option(False, "--force", help="Rebuild every dataset, even those that verify."),
-    threads: int = typer.Option(0, "--threads", help="torch CPU threads (0: all cores)."),
 ) -> None:
-    """Collect the behaviour data of a suite and write it as Minari datasets."""
+    """Collect the behaviour data of a suite and write it as Minari datasets (one torch thread: reproducible bytes)."""
     from bmrl_bench.build import build_suite
 
-    _set_threads(threads)
     t0 = time.perf_counter()
     with progress_display() as update:
         report = build_suite(suite, force=force, progress=update)

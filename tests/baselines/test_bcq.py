@@ -9,7 +9,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from contract import TINY_SPEC, RecordingLog, check_algorithm_contract, tiny_batch
+from .contract import TINY_SPEC, RecordingLog, check_algorithm_contract, tiny_batch
 from safetensors.torch import load_file
 
 import baselines.bcq as bcq_module
@@ -65,8 +65,8 @@ def test_fit_prints_nothing(capfd: pytest.CaptureFixture[str]) -> None:
 def test_import_drops_the_gym_notice_and_fit_is_silent(tmp_path: Path) -> None:
     """In a fresh process (old gym not yet imported): nothing on stdout or stderr, no d3rlpy_logs/."""
     script = (
-        f"import dataclasses, sys\nsys.path[:0] = [{str(REPO)!r}, {str(REPO / 'tests' / 'baselines')!r}]\n"
-        "from test_bcq import TINY, fitted\nfitted(dataclasses.replace(TINY, steps=3))\n"
+        f"import dataclasses, sys\nsys.path[:0] = [{str(REPO)!r}]\n"
+        "from tests.baselines.test_bcq import TINY, fitted\nfitted(dataclasses.replace(TINY, steps=3))\n"
     )
     res = subprocess.run([sys.executable, "-c", script], cwd=tmp_path, capture_output=True, text=True, timeout=120)
     assert res.returncode == 0, res.stderr[-2000:]

@@ -2,16 +2,13 @@
 from __future__ import annotations
 
 import dataclasses
-import importlib.util
 from pathlib import Path
 
 import pytest
 
 from bmrl_bench.algorithms import get_algorithm
 
-_spec = importlib.util.spec_from_file_location("contract", Path(__file__).resolve().parent / "contract.py")
-contract = importlib.util.module_from_spec(_spec)
-_spec.loader.exec_module(contract)
+from . import contract
 
 # Tiny configs: the contract is about the interface, not about learning.
 TINY = {
