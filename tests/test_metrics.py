@@ -75,10 +75,11 @@ def test_iqm_matches_rliable_trim_mean_when_cut_rounds_down() -> None:
     assert iqm(scores) == pytest.approx(trim_mean(scores, 0.25, axis=None))
 
 
-def test_mean_and_median_pool_runs_and_tasks() -> None:
+def test_mean_pools_and_median_is_rliables() -> None:
     scores = np.array([[0.0, 1.0, 10.0], [2.0, 3.0, 20.0]])
     assert mean(scores) == pytest.approx(6.0)
-    assert median(scores) == 2.5  # middle of 0, 1, 2, 3, 10, 20
+    # rliable: median of the per-task means (1, 2, 15), not of the pooled scores (2.5).
+    assert median(scores) == 2.0
 
 
 def test_optimality_gap_hand_example() -> None:

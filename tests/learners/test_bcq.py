@@ -63,7 +63,7 @@ def test_batched_update_equals_separate_one_member_updates() -> None:
     separate = stack_states([s.state_dict() for s in smalls])
     assert set(final) == set(separate) and any(n.startswith("adam.") for n in final)
     assert _max_diff(final, separate) < 1e-10
-    assert _max_diff(final, {n: init[n] for n in final if n in init} | {n: final[n] for n in final if n not in init}) > 1e-4
+    assert _max_diff({n: final[n] for n in init}, init) > 1e-4  # the weights did move
 
 
 # --------------------------------------------------------------------------- the official algorithm
@@ -178,7 +178,7 @@ def test_contextual_bandit_generator_and_policy_stay_on_each_members_data() -> N
     assert nearest.max().item() < 0.1
     data_dist = (acts - centers[:, None, :]).norm(dim=-1).mean(1)
     chosen_dist = (chosen - centers[:, None, :]).norm(dim=-1).mean(1)
-    assert (chosen_dist < data_dist).all(), (chosen_dist, data_dist)
+    assert (chosen_dist < 0.6 * data_dist).all(), (chosen_dist, data_dist)
 
 
 # --------------------------------------------------------------------------- interface
