@@ -43,7 +43,7 @@ from bmrl_bench.algorithms import EnvSpec, LogFn, MetaTrainData, null_log, read_
 from bmrl_bench.data import Batch
 from bmrl_bench.errors import CheckpointError
 from bmrl_bench.learners.nn import BatchedMLP
-from bmrl_bench.learners.sac import _squashed_gaussian
+from bmrl_bench.learners.sac import squashed_gaussian
 
 LOG_STD_MIN, LOG_STD_MAX = -5.0, 2.0  # actor log-std range, as BatchedSAC's defaults
 MIN_VARIANCE = 1e-7  # PEARL clamps every factor's variance from below
@@ -260,7 +260,7 @@ class _PearlAgent:
         if self._z is None:
             self._z = self.posterior()[0]
         s = torch.as_tensor(np.asarray(obs, dtype=np.float32), device=self.device)
-        a, _ = _squashed_gaussian(self.nets.policy_head(s, self._z), None, LOG_STD_MIN, LOG_STD_MAX)
+        a, _ = squashed_gaussian(self.nets.policy_head(s, self._z), None, LOG_STD_MIN, LOG_STD_MAX)
         return a.cpu().numpy()
 
 
@@ -299,13 +299,13 @@ class Pearl:
         eps = torch.randn((2, n, self.spec.act_dim), generator=gen, device=mu.device)
 
         with torch.no_grad():
-            next_a, next_logp = _squashed_gaussian(nets.policy_head(next_obs, z_bar), eps[0], LOG_STD_MIN, LOG_STD_MAX)
+            next_a, next_logp = squashed_gaussian(nets.policy_head(next_obs, z_bar), eps[0], LOG_STD_MIN, LOG_STD_MAX)
             q_next = nets.critic_target(nets.critic_input(next_obs, next_a, z_bar)).squeeze(-1).amin(0)
             target = rew + c.gamma * (1.0 - term) * (q_next - alpha * next_logp)
         q = nets.critic(nets.critic_input(obs, act, z)).squeeze(-1)  # (2, n); z carries the encoder's gradient
         critic_loss = (q - target).square().mean(-1).sum()
 
-        pi, logp = _squashed_gaussian(nets.policy_head(obs, z_bar), eps[1], LOG_STD_MIN, LOG_STD_MAX)
+        pi, logp = squashed_gaussian(nets.policy_head(obs, z_bar), eps[1], LOG_STD_MIN, LOG_STD_MAX)
         frozen = [p.detach() for p in self._critic_params]
         q_pi = nets.critic.forward_with(nets.critic_input(obs, pi, z_bar), frozen).squeeze(-1).amin(0)
         actor_loss = (alpha * logp - q_pi).mean()

@@ -66,6 +66,11 @@ class TiMeConfig:
     """Super generator G_S hidden sizes (BCQ phase 1 only)."""
     xi_hidden: tuple[int, ...] = (400, 300)
     """Super perturbation xi_S hidden sizes (BCQ phase 1 only)."""
+    normalize_context: bool = False
+    """Standardize f's input (s, a, r, s') with the meta-train data's mean and std, so that small
+    reward differences, which carry the task on PointGoal, are not drowned by position scale."""
+    bounded_embedding: bool = False
+    """Squash the embedding with tanh, so contexts unlike the data cannot push Q_S far off its domain."""
     predict_next_state: bool = False
     """P also predicts s'. Off: all our families vary only the reward, as in the paper."""
     scale_losses: bool = True
@@ -122,21 +127,28 @@ def mlp(inp: int, hidden: Sequence[int], out: int) -> nn.Sequential:
 
 
 class SetEncoder(nn.Module):
-    """f: context (..., c, 2o+a+1) -> embedding (..., d); mean-pooled, so any context size works."""
+    """f: context (..., c, 2o+a+1) -> embedding (..., d); mean-pooled, so any context size works.
 
-    def __init__(self, transition_dim: int, hidden: Sequence[int], embedding_dim: int) -> None:
+    `shift` and `scale` (buffers, saved with the weights) standardize the input; identity unless
+    `normalize_context` set them from the data."""
+
+    def __init__(self, transition_dim: int, hidden: Sequence[int], embedding_dim: int, bounded: bool = False) -> None:
         super().__init__()
         self.net = mlp(transition_dim, hidden, embedding_dim)
+        self.bounded = bounded
+        self.register_buffer("shift", torch.zeros(transition_dim))
+        self.register_buffer("scale", torch.ones(transition_dim))
 
     def forward(self, context: torch.Tensor) -> torch.Tensor:
-        return self.net(context).mean(dim=-2)
+        emb = self.net((context - self.shift) / self.scale).mean(dim=-2)
+        return torch.tanh(emb) if self.bounded else emb
 
 
 class TiMeNetworks(nn.Module):
     def __init__(self, obs_dim: int, act_dim: int, latent_dim: int, c: TiMeConfig) -> None:
         super().__init__()
         d = c.embedding_dim
-        self.f = SetEncoder(2 * obs_dim + act_dim + 1, c.f_hidden, d)
+        self.f = SetEncoder(2 * obs_dim + act_dim + 1, c.f_hidden, d, bounded=c.bounded_embedding)
         self.e = mlp(obs_dim + act_dim, c.e_hidden, c.e_out)
         self.p = mlp(c.e_out + d, c.p_hidden, 1 + (obs_dim if c.predict_next_state else 0))
         self.q = mlp(obs_dim + act_dim + d, c.q_hidden, 1)
@@ -314,6 +326,11 @@ class TiMe:
 
     def fit(self, data: MetaTrainData, log: LogFn = null_log) -> None:
         sampler = TaskSampler(data.batch, data.num_tasks, self.device)
+        if self.config.normalize_context:
+            t = sampler.t
+            ctx = transitions(t["observations"], t["actions"], t["rewards"], t["next_observations"])
+            self.nets.f.shift.copy_(ctx.mean(0))
+            self.nets.f.scale.copy_(ctx.std(0).clamp_min(1e-3))
         learner = self.train_phase1(data, sampler, log)
         opt = torch.optim.Adam(self.nets.parameters(), lr=self.config.lr, fused=True)
         gen = torch.Generator(device=self.device).manual_seed(self.seed + 1)

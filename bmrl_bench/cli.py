@@ -26,7 +26,22 @@ err_console = Console(stderr=True)
 
 @contextmanager
 def progress_display() -> Iterator:
-    """A rich progress display; returns the (phase, done, total, message) callback."""
+    """A rich progress display; returns the (phase, done, total, message) callback.
+
+    Off a terminal (CI logs, `nohup`) rich draws nothing until the end, so there we print
+    one plain line per phase at every 10% and at most every 30 s instead."""
+    if not err_console.is_terminal:
+        last: dict[str, tuple[int, float]] = {}
+
+        def log_line(phase: str, done: int, total: int, msg: str) -> None:
+            tenth, now = done * 10 // max(total, 1), time.monotonic()
+            prev = last.get(phase)
+            if prev is None or tenth > prev[0] or now - prev[1] >= 30 or done == total:
+                last[phase] = (tenth, now)
+                print(f"{phase}: {done}/{total} {msg}", file=sys.stderr, flush=True)
+
+        yield log_line
+        return
     with Progress(TextColumn("[bold]{task.fields[phase]}"), BarColumn(), MofNCompleteColumn(),
                   TimeElapsedColumn(), TextColumn("{task.fields[msg]}"), console=err_console, transient=False) as bar:
         tasks: dict[str, int] = {}

@@ -66,7 +66,7 @@ class SACConfig:
     """torch device of the networks; batches are moved there by `update`."""
 
 
-def _squashed_gaussian(
+def squashed_gaussian(
     head: torch.Tensor, noise: torch.Tensor | None, log_std_min: float, log_std_max: float
 ) -> tuple[torch.Tensor, torch.Tensor | None]:
     """Actor head `(..., 2a)` -> (action in [-1, 1], log pi(action)) ; noise None = deterministic (tanh(mean), None)."""
@@ -146,7 +146,7 @@ class BatchedSAC:
         if not deterministic:
             shape = (*x.shape[:2], self.act_dim)
             noise = torch.randn(shape, generator=self.generator, dtype=self.dtype, device=self.device)
-        a, _ = _squashed_gaussian(head, noise, self.config.log_std_min, self.config.log_std_max)
+        a, _ = squashed_gaussian(head, noise, self.config.log_std_min, self.config.log_std_max)
         if single:
             a = a.squeeze(1)
         return a.cpu().numpy()
@@ -197,14 +197,14 @@ class BatchedSAC:
         alpha = self.log_alpha.detach().exp().unsqueeze(1)  # (K, 1)
 
         with torch.no_grad():
-            next_a, next_logp = _squashed_gaussian(self.actor(next_obs), eps_target, lo, hi)
+            next_a, next_logp = squashed_gaussian(self.actor(next_obs), eps_target, lo, hi)
             q_next = self.critic_target(self._critic_input(next_obs, next_a)).view(k, 2, b).amin(1)
             target = rew + cfg.gamma * (1.0 - term) * (q_next - alpha * next_logp)
 
         q = self.critic(self._critic_input(obs, act)).view(k, 2, b)
         critic_loss = (q - target.unsqueeze(1)).square().mean(-1).sum()
 
-        pi, logp = _squashed_gaussian(self.actor(obs), eps_policy, lo, hi)
+        pi, logp = squashed_gaussian(self.actor(obs), eps_policy, lo, hi)
         frozen = [p.detach() for p in self._critic_params]
         q_pi = self.critic.forward_with(self._critic_input(obs, pi), frozen).view(k, 2, b).amin(1)
         actor_loss = (alpha * logp - q_pi).mean(-1).sum()
@@ -344,7 +344,7 @@ def load_member_actor(
         if x.shape[-1] != obs_dim or x.dim() > 2:
             raise ValueError(f"obs must have shape ({obs_dim},) or (B, {obs_dim}), got {tuple(x.shape)}")
         with torch.no_grad():
-            a, _ = _squashed_gaussian(mlp(x.reshape(1, -1, obs_dim)), None, 0.0, 0.0)
+            a, _ = squashed_gaussian(mlp(x.reshape(1, -1, obs_dim)), None, 0.0, 0.0)
         a = a[0]
         return (a[0] if single else a).numpy()
 
