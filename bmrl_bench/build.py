@@ -5,18 +5,29 @@ hidden staging root (`<root>/.staging/<uuid>`, which `minari list` skips), its
 metadata completed and checked there, and only then renamed into place. An
 interrupted build leaves only staging folders behind (removed by the next build);
 re-running it builds exactly the tasks that are missing or damaged.
+
+The work is split into units that an executor runs (`bmrl_bench.executor`): the
+family-wide expert, one unit per behaviour shard (the card's `tasks_per_shard`
+tasks trained as one batched SAC) and one unit per task's reference scores. Which
+tasks share a shard is fixed by the card, never by the executor, so every executor
+writes the same bytes. A finished shard is kept in `<root>/.staging/units/` (written
+atomically) until its tasks are published, so an interrupted build resumes from the
+units that finished: it re-runs only shards that hold missing tasks and writes only
+the missing tasks.
 """
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import json
 import os
 import shutil
 import time
 import uuid
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -31,6 +42,7 @@ from bmrl_bench.collect import (
 )
 from bmrl_bench.data import content_checksum, dataset_dir, datasets_root, read_episodes, read_metadata
 from bmrl_bench.errors import BmrlError, DatasetCorruptError, DatasetMissingError
+from bmrl_bench.executor import Executor, LocalExecutor, Resources, UnitEvent, UnitProgressFn, report
 from bmrl_bench.families import Family, get_family
 from bmrl_bench.fsutil import atomic_write_text
 from bmrl_bench.suites import SuiteCard, get_card
@@ -39,6 +51,7 @@ CODE_PERMALINK = "https://github.com/bmrl-bench/bmrl-bench"
 # Reference-score episodes use their own seed range, disjoint from training and evaluation.
 REFERENCE_SEED = 50_000_000
 ProgressFn = Callable[[str, int, int, str], None]  # (phase, done, total, message)
+UNIT_FORMAT = 1  # bump when what a cached unit holds changes
 
 
 class BuildError(BmrlError):
@@ -52,6 +65,7 @@ class BuildReport:
     skipped: list[str]
     seconds: dict[str, float]
     bytes_on_disk: int
+    units_run: list[str] = field(default_factory=list)  # labels of the units this call ran
 
 
 def expert_dir(card: SuiteCard, root: Path) -> Path:
@@ -101,14 +115,163 @@ def _json_plain(obj: object) -> object:
     return json.loads(json.dumps(obj, default=lambda o: o.item() if hasattr(o, "item") else o.tolist()))
 
 
+# ---------------------------------------------------------------------------- one task's data
+
+
+@dataclass
+class TaskData:
+    """One task's behaviour data as Minari stores it (episodes concatenated) and its final actor.
+
+    Compact arrays, not per-step lists: shard results travel between processes and
+    machines and are cached on disk.
+    """
+
+    param: float
+    lengths: np.ndarray  # (E,) int64
+    observations: np.ndarray  # (T + E, o) float32: each episode keeps its T+1 observations
+    actions: np.ndarray  # (T, a) float32
+    rewards: np.ndarray  # (T,) float64
+    terminations: np.ndarray  # (T,) bool
+    truncations: np.ndarray  # (T,) bool
+    actor_state: dict[str, np.ndarray]  # the behaviour SAC's final actor (member weights)
+
+    @classmethod
+    def from_collection(cls, c: TaskCollection) -> TaskData:
+        eps = c.episodes
+        return cls(
+            param=float(c.param),
+            lengths=np.array([len(ep) for ep in eps], dtype=np.int64),
+            observations=np.concatenate([np.stack(ep.observations).astype(np.float32) for ep in eps]),
+            actions=np.concatenate([np.stack(ep.actions).astype(np.float32) for ep in eps]),
+            rewards=np.concatenate([np.asarray(ep.rewards, dtype=np.float64) for ep in eps]),
+            terminations=np.concatenate([np.asarray(ep.terminations, dtype=bool) for ep in eps]),
+            truncations=np.concatenate([np.asarray(ep.truncations, dtype=bool) for ep in eps]),
+            actor_state={k: v.numpy() for k, v in c.actor_state.items()},
+        )
+
+    def episode_slices(self) -> Iterator[tuple[slice, slice]]:
+        """(observation slice, step slice) of each episode."""
+        o = t = 0
+        for n in self.lengths.tolist():
+            yield slice(o, o + n + 1), slice(t, t + n)
+            o, t = o + n + 1, t + n
+
+    def episode_returns(self) -> list[float]:
+        return [float(np.sum(self.rewards[ts])) for _, ts in self.episode_slices()]
+
+    def actor_tensors(self) -> dict[str, Any]:
+        import torch
+
+        return {k: torch.from_numpy(np.array(v)) for k, v in self.actor_state.items()}
+
+    def to_arrays(self, prefix: str) -> dict[str, np.ndarray]:
+        out = {f"{prefix}{k}": getattr(self, k) for k in ("lengths", "observations", "actions", "rewards", "terminations", "truncations")}
+        out[f"{prefix}param"] = np.array(self.param, dtype=np.float64)
+        out.update({f"{prefix}actor.{k}": v for k, v in self.actor_state.items()})
+        return out
+
+    @classmethod
+    def from_arrays(cls, arrays: Any, prefix: str, actor_only: bool = False) -> TaskData:
+        actor = {k[len(prefix) + 6:]: arrays[k] for k in arrays.files if k.startswith(f"{prefix}actor.")}
+        empty = np.zeros(0)
+        get = (lambda k: empty) if actor_only else (lambda k: arrays[f"{prefix}{k}"])
+        return cls(float(arrays[f"{prefix}param"]), get("lengths"), get("observations"), get("actions"), get("rewards"),
+                   get("terminations"), get("truncations"), actor)
+
+
+# ---------------------------------------------------------------------------- units of work
+
+
+@dataclass(frozen=True)
+class ShardUnit:
+    """Train the behaviour SAC of tasks `tasks` (one shard of the card) online; return their data."""
+
+    card: SuiteCard
+    shard: int
+    tasks: tuple[int, ...]
+
+    @property
+    def label(self) -> str:
+        span = f"task {self.tasks[0]}" if len(self.tasks) == 1 else f"tasks {self.tasks[0]}-{self.tasks[-1]}"
+        return f"behaviour shard {self.shard} ({span})"
+
+
+@dataclass(frozen=True)
+class ExpertUnit:
+    """Train the suite's family-wide expert."""
+
+    card: SuiteCard
+    label: str = "expert"
+
+
+@dataclass(frozen=True)
+class ReferenceUnit:
+    """Reference returns (random, behaviour, expert) of one task; the expert comes as the shared input."""
+
+    card: SuiteCard
+    index: int
+    actor_state: dict[str, np.ndarray]
+
+    @property
+    def label(self) -> str:
+        return f"references task {self.index:02d}"
+
+
+@dataclass
+class ShardResult:
+    tasks: list[TaskData]
+    seconds: float
+
+
+@dataclass
+class ExpertResult:
+    state: dict[str, np.ndarray]
+    obs_dim: int  # with the task feature
+    act_dim: int
+    seconds: float
+
+
+def _unit_progress(phase: str) -> Callable[[int, int, list[float]], None]:
+    def cb(step: int, total: int, recent: list[float]) -> None:
+        shown = " ".join("  -  " if np.isnan(r) else f"{r:.1f}" for r in recent)
+        report(step, total, f"return so far: {shown}", phase=phase)
+    return cb
+
+
+def run_build_unit(unit: ShardUnit | ExpertUnit | ReferenceUnit, shared: Any) -> ShardResult | ExpertResult | dict[str, list[float]]:
+    """One unit of a build; the same code under every executor. One torch thread: reproducible bytes."""
+    card = unit.card
+    family = get_family(card.family)
+    t0 = time.perf_counter()
+    with _torch_threads(1):
+        if isinstance(unit, ShardUnit):
+            params = [card.task_param(i) for i in unit.tasks]
+            collections = collect_behaviour(family, params, card.episode_length, card.behaviour, _unit_progress("behaviour SAC"))
+            return ShardResult([TaskData.from_collection(c) for c in collections], time.perf_counter() - t0)
+        if isinstance(unit, ExpertUnit):
+            all_params = card.train_tasks + card.test_tasks
+            expert = train_expert(family, min(all_params), max(all_params), card.episode_length, card.expert, _unit_progress("expert SAC"))
+            state = {k: v.numpy() for k, v in expert.state_dict().items()}
+            return ExpertResult(state, family_obs_dim(family) + 1, family_act_dim(family), time.perf_counter() - t0)
+        expert = expert_from_state(shared["state"], shared["config"])
+        report(0, 1, "", phase="reference returns")
+        refs = _reference_returns(card, family, unit.index, unit.actor_state, expert, shared["config"]["act_dim"])
+        report(1, 1, f"random {np.mean(refs['random']):.1f} behaviour {np.mean(refs['behaviour']):.1f} "
+                     f"expert {np.mean(refs['expert']):.1f}", phase="reference returns")
+        return refs
+
+
 def _reference_returns(
-    card: SuiteCard, family: Family, index: int, collection: TaskCollection, expert: object, act_dim: int
+    card: SuiteCard, family: Family, index: int, actor_state: dict[str, np.ndarray], expert: object, act_dim: int
 ) -> dict[str, list[float]]:
+    import torch
+
     from bmrl_bench.learners.sac import load_member_actor
 
     param = card.task_param(index)
     n, seed = card.reference_episodes, REFERENCE_SEED + 1000 * index
-    behaviour = load_member_actor(collection.actor_state, family_obs_dim(family), act_dim, card.behaviour.hidden)
+    state = {k: torch.from_numpy(np.array(v)) for k, v in actor_state.items()}
+    behaviour = load_member_actor(state, family_obs_dim(family), act_dim, card.behaviour.hidden)
     return {
         "random": evaluate_policy(family, param, card.episode_length, random_policy(act_dim, seed), n, seed).tolist(),
         "behaviour": evaluate_policy(family, param, card.episode_length, behaviour, n, seed).tolist(),
@@ -123,11 +286,89 @@ def family_obs_dim(family: Family) -> int:
     return dim
 
 
+def family_act_dim(family: Family) -> int:
+    env = family.make(family.param_range[0])
+    dim = int(env.action_space.shape[0])
+    env.close()
+    return dim
+
+
+# ---------------------------------------------------------------------------- finished units on disk
+
+
+class UnitCache:
+    """Finished behaviour shards of one suite, kept until their tasks are published.
+
+    `<root>/.staging/units/<suite>-v<version>/shard-<i>-<key>.npz`; the key hashes what
+    the shard's data depends on, so a changed card never reuses a stale shard. Files
+    appear by rename only: a reader never sees half of one.
+    """
+
+    def __init__(self, card: SuiteCard, root: Path) -> None:
+        self.card = card
+        self.dir = root / ".staging" / "units" / f"{card.name}-v{card.version}"
+
+    def path(self, shard: int) -> Path:
+        card = self.card
+        tasks = card.shards()[shard]
+        key = {"family": card.family, "episode_length": card.episode_length, "behaviour": card.behaviour.model_dump(),
+               "params": [card.task_param(i) for i in tasks], "format": UNIT_FORMAT}
+        digest = hashlib.sha256(json.dumps(key, sort_keys=True).encode()).hexdigest()[:16]
+        return self.dir / f"shard-{shard:03d}-{digest}.npz"
+
+    def has(self, shard: int) -> bool:
+        return self.path(shard).exists()
+
+    def save(self, shard: int, tasks: list[TaskData]) -> None:
+        path = self.path(shard)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        arrays: dict[str, np.ndarray] = {}
+        for j, t in enumerate(tasks):
+            arrays.update(t.to_arrays(f"t{j}."))
+        tmp = path.with_name(f".{path.name}.{uuid.uuid4().hex}.tmp")
+        try:
+            with open(tmp, "wb") as f:
+                np.savez(f, **arrays)
+                f.flush()
+                os.fsync(f.fileno())
+            os.replace(tmp, path)
+        finally:
+            tmp.unlink(missing_ok=True)
+
+    def load(self, shard: int, task: int, actor_only: bool = False) -> TaskData:
+        """Task `task` (a suite task index) of shard `shard`."""
+        j = self.card.shards()[shard].index(task)
+        with np.load(self.path(shard)) as arrays:
+            return TaskData.from_arrays(arrays, f"t{j}.", actor_only)
+
+    def clear(self) -> None:
+        shutil.rmtree(self.dir, ignore_errors=True)
+        with contextlib.suppress(OSError):
+            self.dir.parent.rmdir()  # `units/` itself, once no suite has finished units
+
+
+def _clean_staging(root: Path) -> None:
+    """Leftovers of an interrupted build, except finished units (the resume point)."""
+    staging = root / ".staging"
+    if not staging.is_dir():
+        return
+    for child in staging.iterdir():
+        if child.name == "units":
+            continue
+        if child.is_dir():
+            shutil.rmtree(child, ignore_errors=True)
+        else:
+            child.unlink(missing_ok=True)
+
+
+# ---------------------------------------------------------------------------- writing
+
+
 def _write_dataset(
     card: SuiteCard,
     family: Family,
     index: int,
-    collection: TaskCollection,
+    data: TaskData,
     refs: dict[str, list[float]],
     root: Path,
 ) -> Path:
@@ -150,13 +391,13 @@ def _write_dataset(
         buffers = [
             EpisodeBuffer(
                 id=e,
-                observations=np.stack(ep.observations).astype(np.float32),
-                actions=np.stack(ep.actions).astype(np.float32),
-                rewards=np.asarray(ep.rewards, dtype=np.float64),
-                terminations=np.asarray(ep.terminations, dtype=bool),
-                truncations=np.asarray(ep.truncations, dtype=bool),
+                observations=data.observations[os_],
+                actions=data.actions[ts],
+                rewards=data.rewards[ts],
+                terminations=data.terminations[ts],
+                truncations=data.truncations[ts],
             )
-            for e, ep in enumerate(collection.episodes)
+            for e, (os_, ts) in enumerate(data.episode_slices())
         ]
         env = family.make(card.task_param(index), max_episode_steps=card.episode_length)
         with _minari_root(staging):
@@ -188,8 +429,9 @@ def _write_dataset(
                 "bmrl_param_name": family.param_name,
                 "bmrl_task_param": card.task_param(index),
                 "bmrl_episode_length": card.episode_length,
-                "bmrl_behaviour": {"algorithm": "sac", **card.behaviour.model_dump()},
-                "bmrl_behaviour_episode_returns": [ep.episode_return for ep in collection.episodes],
+                # exclude_none: a card without tasks_per_shard records exactly what it did before shards existed
+                "bmrl_behaviour": {"algorithm": "sac", **card.behaviour.model_dump(exclude_none=True)},
+                "bmrl_behaviour_episode_returns": data.episode_returns(),
                 "bmrl_reference_returns": refs,
                 "bmrl_ref_max_source": ref_max_source,
                 "bmrl_checksum": checksum,
@@ -198,7 +440,7 @@ def _write_dataset(
         read_metadata(dataset_id, staging)  # the metadata we just wrote parses
         policy_path = behaviour_policy_path(dataset_id, staging)
         policy_path.parent.mkdir(parents=True, exist_ok=True)
-        save_file({k: v.contiguous() for k, v in collection.actor_state.items()}, str(policy_path))
+        save_file({k: v.contiguous() for k, v in data.actor_tensors().items()}, str(policy_path))
         final = dataset_dir(dataset_id, root)
         final.parent.mkdir(parents=True, exist_ok=True)
         if final.exists():  # damaged: move it aside only now that the replacement is complete
@@ -214,7 +456,7 @@ def _write_dataset(
 def _write_namespace(card: SuiteCard, family: Family, root: Path) -> None:
     meta = {
         "description": card.description,
-        "bmrl_suite": card.model_dump(),
+        "bmrl_suite": card.model_dump(exclude_none=True),
         "bmrl_family": family.name,
         "bmrl_param_name": family.param_name,
         "dataset_ids": card.dataset_ids(),
@@ -225,32 +467,44 @@ def _write_namespace(card: SuiteCard, family: Family, root: Path) -> None:
         atomic_write_text(top, json.dumps({"description": "bmrl-bench: Batch Meta RL suites"}, indent=2))
 
 
-def _save_expert(expert: object, card: SuiteCard, root: Path, obs_dim: int, act_dim: int) -> None:
+def _save_expert(state: dict[str, np.ndarray], card: SuiteCard, root: Path, obs_dim: int, act_dim: int) -> None:
+    import torch
     from safetensors.torch import save_file
 
     d = expert_dir(card, root)
     tmp = d.parent / f".expert-{uuid.uuid4().hex}"
     tmp.mkdir(parents=True)
-    save_file(expert.state_dict(), str(tmp / "weights.safetensors"))
+    save_file({k: torch.from_numpy(np.array(v)).contiguous() for k, v in state.items()}, str(tmp / "weights.safetensors"))
     (tmp / "config.json").write_text(json.dumps({"obs_dim": obs_dim, "act_dim": act_dim, "hidden": card.expert.hidden}))
     if d.exists():
         shutil.rmtree(d)
     os.replace(tmp, d)
 
 
-def load_expert(card: SuiteCard, root: Path | None = None) -> object | None:
-    """The suite's family-wide expert (a 1-member BatchedSAC), or None if not built."""
-    from safetensors.torch import load_file
+def expert_from_state(state: dict[str, Any], config: dict[str, Any]) -> object:
+    """A 1-member BatchedSAC from saved expert weights (numpy arrays or tensors) and its config.json."""
+    import torch
 
     from bmrl_bench.learners.sac import BatchedSAC, SACConfig
 
-    d = expert_dir(card, root or datasets_root())
+    sac = BatchedSAC(1, config["obs_dim"], config["act_dim"], SACConfig(hidden=tuple(config["hidden"])), seed=0)
+    sac.load_state_dict({k: v if isinstance(v, torch.Tensor) else torch.from_numpy(np.array(v)) for k, v in state.items()})
+    return sac
+
+
+def _expert_files(card: SuiteCard, root: Path) -> tuple[dict[str, np.ndarray], dict[str, Any]] | None:
+    from safetensors.numpy import load_file
+
+    d = expert_dir(card, root)
     if not (d / "weights.safetensors").exists():
         return None
-    cfg = json.loads((d / "config.json").read_text())
-    sac = BatchedSAC(1, cfg["obs_dim"], cfg["act_dim"], SACConfig(hidden=tuple(cfg["hidden"])), seed=0)
-    sac.load_state_dict(load_file(str(d / "weights.safetensors")))
-    return sac
+    return load_file(str(d / "weights.safetensors")), json.loads((d / "config.json").read_text())
+
+
+def load_expert(card: SuiteCard, root: Path | None = None) -> object | None:
+    """The suite's family-wide expert (a 1-member BatchedSAC), or None if not built."""
+    files = _expert_files(card, root or datasets_root())
+    return None if files is None else expert_from_state(*files)
 
 
 @contextlib.contextmanager
@@ -265,63 +519,95 @@ def _torch_threads(n: int) -> Iterator[None]:
         torch.set_num_threads(old)
 
 
-def build_suite(name: str, force: bool = False, progress: ProgressFn | None = None) -> BuildReport:
+# ---------------------------------------------------------------------------- the build
+
+
+def phase_progress(progress: ProgressFn) -> UnitProgressFn:
+    """Unit events as the (phase, done, total, message) calls of a plain progress display."""
+    def on_event(event: UnitEvent) -> None:
+        if event.state == "running" and event.total > 0:
+            progress(f"{event.label}: {event.phase}" if event.phase else event.label, event.done, event.total, event.message)
+    return on_event
+
+
+def build_suite(name: str, force: bool = False, progress: ProgressFn | None = None, executor: Executor | None = None) -> BuildReport:
     """Build every missing or damaged dataset of suite `name` (all of them with `force`).
 
-    Training runs on one torch thread: float sums depend on the thread count, and the
-    same card must give the same bytes (checksums) on every machine of a kind.
+    Units run on `executor` (default: inline in this process). Training runs on one
+    torch thread: float sums depend on the thread count, and the same card must give
+    the same bytes (checksums) on every machine of a kind. `force` also discards
+    finished units of an earlier, interrupted build.
     """
     with _torch_threads(1):
-        return _build_suite(name, force, progress)
+        return _build_suite(name, force, progress, executor or LocalExecutor(1))
 
 
-def _build_suite(name: str, force: bool, progress: ProgressFn | None) -> BuildReport:
+def _build_suite(name: str, force: bool, progress: ProgressFn | None, executor: Executor) -> BuildReport:
     card = get_card(name)
     family = get_family(card.family)
     root = datasets_root()
-    shutil.rmtree(root / ".staging", ignore_errors=True)  # leftovers of an interrupted build
+    _clean_staging(root)
+    cache = UnitCache(card, root)
+    if force:
+        cache.clear()
     todo = list(range(card.num_tasks)) if force else missing_tasks(card, root)
     skipped = [card.dataset_id(i) for i in range(card.num_tasks) if i not in todo]
     seconds: dict[str, float] = {}
-    report = BuildReport(card.name, [], skipped, seconds, 0)
+    report_ = BuildReport(card.name, [], skipped, seconds, 0)
     if not todo:
-        report.bytes_on_disk = suite_bytes(card, root)
-        return report
+        cache.clear()
+        report_.bytes_on_disk = suite_bytes(card, root)
+        return report_
+    unit_progress = executor.progress or (phase_progress(progress) if progress is not None else None)
+    hint = f"finished units are kept: re-run `bmrl-bench datasets build {card.name}` to resume"
 
-    def phase_progress(phase: str) -> Callable[[int, int, list[float]], None]:
-        def cb(step: int, total: int, recent: list[float]) -> None:
-            if progress is not None:
-                shown = " ".join("  -  " if np.isnan(r) else f"{r:.1f}" for r in recent)
-                progress(phase, step, total, f"return so far: {shown}")
-        return cb
-
+    # 1. Expert and behaviour shards: the long units, all independent.
     t0 = time.perf_counter()
-    params = [card.task_param(i) for i in todo]
-    collections = collect_behaviour(family, params, card.episode_length, card.behaviour, phase_progress("behaviour SAC"))
-    seconds["behaviour"] = time.perf_counter() - t0
+    shards = card.shards()
+    shard_of = {i: s for s, tasks in enumerate(shards) for i in tasks}
+    needed = sorted({shard_of[i] for i in todo})
+    units: list[ShardUnit | ExpertUnit] = []
+    if force or _expert_files(card, root) is None:
+        units.append(ExpertUnit(card))  # first: usually the longest unit
+    units += [ShardUnit(card, s, tuple(shards[s])) for s in needed if not cache.has(s)]
 
-    t0 = time.perf_counter()
-    expert = None if force else load_expert(card, root)
-    if expert is None:
-        all_params = card.train_tasks + card.test_tasks
-        expert = train_expert(family, min(all_params), max(all_params), card.episode_length, card.expert, phase_progress("expert SAC"))
-        obs_dim = family_obs_dim(family)
-        _save_expert(expert, card, root, obs_dim + 1, len(collections[0].episodes[0].actions[0]))
-    seconds["expert"] = time.perf_counter() - t0
+    def keep(i: int, result: Any) -> None:  # persist each unit as soon as it finishes
+        unit = units[i]
+        if isinstance(unit, ExpertUnit):
+            _save_expert(result.state, card, root, result.obs_dim, result.act_dim)
+            seconds["expert"] = result.seconds
+        else:
+            cache.save(unit.shard, result.tasks)
+            seconds["behaviour"] = seconds.get("behaviour", 0.0) + result.seconds
+        report_.units_run.append(unit.label)
+        return None
 
+    executor.map(run_build_unit, units, name=f"build {card.name}: train", labels=[u.label for u in units],
+                 resources=Resources(num_cpus=1), on_result=keep, progress=unit_progress, hint=hint)
+    seconds["units"] = time.perf_counter() - t0
+
+    # 2. Reference returns per missing task (needs the expert and the task's behaviour actor).
     t0 = time.perf_counter()
-    act_dim = len(collections[0].episodes[0].actions[0])
-    for n, (index, collection) in enumerate(zip(todo, collections)):
-        refs = _reference_returns(card, family, index, collection, expert, act_dim)
-        _write_dataset(card, family, index, collection, refs, root)
-        report.built.append(card.dataset_id(index))
+    state, config = _expert_files(card, root)  # type: ignore[misc]  # saved by step 1 or an earlier build
+    ref_units = [ReferenceUnit(card, i, cache.load(shard_of[i], i, actor_only=True).actor_state) for i in todo]
+    refs = executor.map(run_build_unit, ref_units, name=f"build {card.name}: references", labels=[u.label for u in ref_units],
+                        resources=Resources(num_cpus=1), shared={"state": state, "config": config},
+                        progress=unit_progress, hint=hint)
+    seconds["references"] = time.perf_counter() - t0
+
+    # 3. Publish each task (here: the datasets root is this machine's).
+    t0 = time.perf_counter()
+    for n, (index, task_refs) in enumerate(zip(todo, refs)):
+        _write_dataset(card, family, index, cache.load(shard_of[index], index), task_refs, root)
+        report_.built.append(card.dataset_id(index))
         if progress is not None:
-            progress("write datasets", n + 1, len(todo), f"{card.dataset_id(index)} ref_min {np.mean(refs['random']):.1f} "
-                     f"behaviour {np.mean(refs['behaviour']):.1f} expert {np.mean(refs['expert']):.1f}")
+            progress("write datasets", n + 1, len(todo), f"{card.dataset_id(index)} ref_min {np.mean(task_refs['random']):.1f} "
+                     f"behaviour {np.mean(task_refs['behaviour']):.1f} expert {np.mean(task_refs['expert']):.1f}")
     _write_namespace(card, family, root)
     seconds["write"] = time.perf_counter() - t0
-    report.bytes_on_disk = suite_bytes(card, root)
-    return report
+    cache.clear()  # every missing task is published: the finished units are no longer needed
+    report_.bytes_on_disk = suite_bytes(card, root)
+    return report_
 
 
 def suite_bytes(card: SuiteCard, root: Path) -> int:

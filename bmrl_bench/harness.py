@@ -4,6 +4,11 @@
 algorithm, fits it on the suite's meta-train batches (never a test dataset, never an
 environment), then runs the protocol on every test task and keeps every episode's
 return. The results file records enough to recompute every number.
+
+Each seed (fit + score) is one unit of work for an executor (`bmrl_bench.executor`):
+inline by default, or spread over local processes or a Ray cluster. A unit seeds
+everything itself and gets the suite's data as one shared input (one copy per node
+on Ray), so a seed's returns do not depend on where it ran.
 """
 from __future__ import annotations
 
@@ -22,8 +27,9 @@ import torch
 
 from bmrl_bench import __version__
 from bmrl_bench.algorithms import EnvSpec, LogFn, MetaTrainData, config_to_dict, get_algorithm, resolve_config
-from bmrl_bench.data import Suite, load_suite
-from bmrl_bench.protocols import DEFAULT_PROTOCOL, episode_seed, get_protocol
+from bmrl_bench.data import Batch, Suite, load_suite
+from bmrl_bench.executor import Executor, LocalExecutor, Resources, report
+from bmrl_bench.protocols import DEFAULT_PROTOCOL, EvalProtocol, episode_seed, get_protocol
 
 ProgressFn = Callable[[str, int, int, str], None]  # (phase, done, total, message)
 DEFAULT_SUITE = "pointgoal-3"
@@ -81,6 +87,87 @@ def seed_everything(seed: int) -> None:
     torch.manual_seed(seed)
 
 
+@dataclass
+class RunContext:
+    """What every seed's unit shares (put once in Ray's object store, passed by reference)."""
+
+    algorithm: str
+    cls: type
+    config: Any
+    spec: EnvSpec
+    suite: Suite
+    data: MetaTrainData
+    protocol: EvalProtocol
+    episodes: int
+    device: str
+    checkpoint_dir: Path | None
+    ship_checkpoint: bool  # remote units send checkpoint files back instead of writing them where they ran
+    test_batches: dict[int, Batch] | None = None  # preloaded for remote units when the protocol reads them
+
+
+@dataclass
+class SeedResult:
+    seed: int
+    returns: list[dict[str, Any]]
+    fit_s: float
+    evaluate_s: float
+    checkpoint: dict[str, bytes] | None = None  # relative path -> bytes
+
+
+def run_seed(seed: int, ctx: RunContext) -> SeedResult:
+    """One run: fit on the meta-train data, then score every test task. The same code under every executor."""
+    suite = ctx.suite
+    seed_everything(seed)
+    algo = ctx.cls(ctx.config, ctx.spec, seed, ctx.device)
+    if getattr(algo, "privileged", False):
+        algo.bind_suite(suite)  # references only: the oracle loads the experts it replays
+    t0 = time.perf_counter()
+
+    def log(phase: str, step: int, total: int, metrics: dict[str, float]) -> None:
+        shown = " ".join(f"{k} {v:.3g}" for k, v in list(metrics.items())[:4])
+        report(step, total, shown, phase=phase)
+
+    algo.fit(ctx.data, log)
+    fit_s = time.perf_counter() - t0
+    checkpoint = None
+    if ctx.checkpoint_dir is not None:
+        name = f"{ctx.algorithm}-{suite.name}-seed{seed}"
+        if ctx.ship_checkpoint:
+            import tempfile
+
+            with tempfile.TemporaryDirectory() as tmp:
+                algo.save(Path(tmp) / name)
+                checkpoint = {str(f.relative_to(tmp)): f.read_bytes() for f in sorted(Path(tmp).rglob("*")) if f.is_file()}
+        else:
+            algo.save(Path(ctx.checkpoint_dir) / name)
+
+    t0 = time.perf_counter()
+    returns: list[dict[str, Any]] = []
+    rng = np.random.default_rng(episode_seed(seed, 99, 999))
+    for n, task in enumerate(suite.test_tasks):
+        agent = algo.make_agent()
+        if getattr(algo, "privileged", False):
+            agent.set_task(task.index, task.param)
+        env = suite.family.make(task.param, max_episode_steps=suite.card.episode_length)
+        task_returns = ctx.protocol.run_task(
+            agent, env, ctx.episodes,
+            seed_of=lambda e, i=task.index: episode_seed(seed, i, e),
+            test_batch=lambda i=task.index: ctx.test_batches[i] if ctx.test_batches is not None else suite.load_test_batch(i),
+            rng=rng,
+        )
+        env.close()
+        returns.append({"seed": seed, "task_index": task.index, "episode_returns": [float(r) for r in task_returns]})
+        report(n + 1, len(suite.test_tasks), f"task {task.index:02d} return {np.mean(task_returns):.1f}", phase="evaluate")
+    return SeedResult(seed, returns, fit_s, time.perf_counter() - t0, checkpoint)
+
+
+def _write_checkpoint(files: dict[str, bytes], root: Path) -> None:
+    from bmrl_bench.fsutil import atomic_write_bytes
+
+    for rel, data in files.items():
+        atomic_write_bytes(root / rel, data)
+
+
 def evaluate(
     algorithm: str,
     suite_name: str = DEFAULT_SUITE,
@@ -93,9 +180,15 @@ def evaluate(
     device: str = "cpu",
     progress: ProgressFn | None = None,
     checkpoint_dir: Path | None = None,
+    executor: Executor | None = None,
+    unit_cpus: int = 1,
 ) -> EvalRun:
-    """Fit `algorithm` on the meta-train tasks of `suite_name` once per seed; score its test tasks."""
-    from bmrl_bench.build import build_suite, missing_tasks
+    """Fit `algorithm` on the meta-train tasks of `suite_name` once per seed; score its test tasks.
+
+    Seeds run as units on `executor` (default: one after another in this process);
+    `unit_cpus` is what each seed's unit reserves (and its torch threads in a worker).
+    """
+    from bmrl_bench.build import build_suite, missing_tasks, phase_progress
     from bmrl_bench.data import datasets_root
     from bmrl_bench.results import parse_results, write_results
     from bmrl_bench.suites import get_card
@@ -107,8 +200,9 @@ def evaluate(
     wall: dict[str, float] = {}
 
     t0 = time.perf_counter()
+    executor = executor or LocalExecutor(1)
     if missing_tasks(card, datasets_root()):
-        build_suite(suite_name, progress=say)
+        build_suite(suite_name, progress=say, executor=executor)
         wall["build"] = time.perf_counter() - t0
     t0 = time.perf_counter()
     suite = load_suite(suite_name)
@@ -118,41 +212,27 @@ def evaluate(
     data = meta_train_data(suite)
     n_episodes = episodes or card.eval_episodes
 
+    ctx = RunContext(algorithm, cls, config, spec, suite, data, protocol, n_episodes, device, checkpoint_dir,
+                     ship_checkpoint=checkpoint_dir is not None and not executor.inline)
+    if not executor.inline and protocol.name == "offline-context":
+        # Remote units may run where the datasets are not: the context data travels with them.
+        ctx.test_batches = {t.index: suite.load_test_batch(t.index) for t in suite.test_tasks}
+    t0 = time.perf_counter()
+    runs: list[SeedResult] = executor.map(
+        run_seed, list(seeds), name=f"eval {algorithm} on {suite.name}", labels=[f"seed {s}" for s in seeds],
+        resources=Resources(num_cpus=max(1, unit_cpus), num_gpus=1.0 if device.startswith("cuda") else 0.0),
+        shared=ctx, progress=executor.progress or phase_progress(say),
+    )
+    if not executor.inline:
+        wall["runs"] = time.perf_counter() - t0  # wall time of all seeds together; fit/evaluate sum over seeds
     returns: list[dict[str, Any]] = []
     wall["fit"], wall["evaluate"] = 0.0, 0.0
-    for seed in seeds:
-        seed_everything(seed)
-        algo = cls(config, spec, seed, device)
-        if getattr(algo, "privileged", False):
-            algo.bind_suite(suite)  # references only: the oracle loads the experts it replays
-        t0 = time.perf_counter()
-
-        def log(phase: str, step: int, total: int, metrics: dict[str, float], seed: int = seed) -> None:
-            shown = " ".join(f"{k} {v:.3g}" for k, v in list(metrics.items())[:4])
-            say(f"seed {seed}: {phase}", step, total, shown)
-
-        algo.fit(data, log)
-        wall["fit"] += time.perf_counter() - t0
-        if checkpoint_dir is not None:
-            algo.save(Path(checkpoint_dir) / f"{algorithm}-{suite.name}-seed{seed}")
-
-        t0 = time.perf_counter()
-        rng = np.random.default_rng(episode_seed(seed, 99, 999))
-        for n, task in enumerate(suite.test_tasks):
-            agent = algo.make_agent()
-            if getattr(algo, "privileged", False):
-                agent.set_task(task.index, task.param)
-            env = suite.family.make(task.param, max_episode_steps=card.episode_length)
-            task_returns = protocol.run_task(
-                agent, env, n_episodes,
-                seed_of=lambda e, s=seed, i=task.index: episode_seed(s, i, e),
-                test_batch=lambda i=task.index: suite.load_test_batch(i),
-                rng=rng,
-            )
-            env.close()
-            returns.append({"seed": seed, "task_index": task.index, "episode_returns": [float(r) for r in task_returns]})
-            say(f"seed {seed}: evaluate", n + 1, len(suite.test_tasks), f"task {task.index:02d} return {np.mean(task_returns):.1f}")
-        wall["evaluate"] += time.perf_counter() - t0
+    for run in runs:
+        returns.extend(run.returns)
+        wall["fit"] += run.fit_s
+        wall["evaluate"] += run.evaluate_s
+        if run.checkpoint is not None and checkpoint_dir is not None:
+            _write_checkpoint(run.checkpoint, Path(checkpoint_dir))
 
     commit, dirty = git_commit()
     results = {

@@ -35,6 +35,11 @@ class BehaviourRecipe(BaseModel):
     batch_size: int = Field(gt=0)
     updates_per_step: int = Field(default=1, gt=0)
     seed: int = 0
+    tasks_per_shard: int | None = Field(
+        default=None, gt=0,
+        description="tasks trained together as one batched SAC (a unit of work); None: all tasks in one shard. "
+        "The data depends on it: changing it needs a new card version",
+    )
 
 
 class ExpertRecipe(BaseModel):
@@ -98,6 +103,11 @@ class SuiteCard(BaseModel):
 
     def namespace(self) -> str:
         return f"{NAMESPACE}/{self.name}"
+
+    def shards(self) -> list[list[int]]:
+        """Task indices trained together, in order: `behaviour.tasks_per_shard` at a time."""
+        size = self.behaviour.tasks_per_shard or self.num_tasks
+        return [list(range(s, min(s + size, self.num_tasks))) for s in range(0, self.num_tasks, size)]
 
 
 def card_dirs() -> list[Path]:
