@@ -41,7 +41,9 @@ class TiMeConfig:
     phase1_batch_size: int = 256
     """Minibatch per task in phase 1."""
     phase1_hidden: tuple[int, ...] = (256, 256)
-    """Hidden sizes of the phase-1 SAC (BCQ uses the official 400-300 / 750-750)."""
+    """Hidden sizes of the phase-1 SAC; with BCQ, of its critic and perturbation (official: 400-300)."""
+    phase1_vae_hidden: tuple[int, ...] = (750, 750)
+    """Hidden sizes of the phase-1 BCQ's generative model (official: 750-750)."""
     phase2_steps: int = 4000
     """Updates of phase 2 (the distillation)."""
     batch_size: int = 256
@@ -89,8 +91,11 @@ class TiMeConfig:
     """Report training metrics every this many updates."""
 
 
+# Sized for 2 CPU cores: phase-1 BCQ at 256-256 instead of 400-300 / 750-750 (about a quarter
+# of the FLOPs per update), fewer updates; the paper's sizes are the `paper-*` configs.
 _LITE_MUJOCO = TiMeConfig(
-    phase1="bcq", phase1_steps=20_000, phase1_batch_size=100, phase2_steps=20_000, batch_size=64,
+    phase1="bcq", phase1_steps=10_000, phase1_batch_size=100, phase1_hidden=(256, 256), phase1_vae_hidden=(256, 256),
+    phase2_steps=10_000, batch_size=64,
     embedding_dim=16, f_hidden=(256, 256), e_hidden=(256, 256), e_out=16, p_hidden=(16,),
     q_hidden=(256, 256, 256), g_hidden=(256, 256, 256), xi_hidden=(256, 256),
 )
@@ -101,13 +106,13 @@ CONFIGS: dict[str, TiMeConfig] = {
     "hopper-vel-lite": _LITE_MUJOCO,
     # Appendix B, HalfCheetah: embedding 64, f 7x512, E 7x512 -> 64, P 1x64, Q_S 8x512, G_S 7x750, xi_S 7x400, batch 64.
     "halfcheetah-vel": TiMeConfig(
-        phase1="bcq", phase1_steps=300_000, phase1_batch_size=100, phase2_steps=1_000_000, batch_size=64,
+        phase1="bcq", phase1_hidden=(400, 300), phase1_steps=300_000, phase1_batch_size=100, phase2_steps=1_000_000, batch_size=64,
         embedding_dim=64, f_hidden=(512,) * 7, e_hidden=(512,) * 7, e_out=64, p_hidden=(64,),
         q_hidden=(512,) * 8, g_hidden=(750,) * 7, xi_hidden=(400,) * 7,
     ),
     # Appendix B, Hopper: embedding 8, f 3x256, E 4x16 -> 8, P 2x4, Q_S 8x128, batch 32 (G_S, xi_S: BCQ's).
     "hopper-vel": TiMeConfig(
-        phase1="bcq", phase1_steps=300_000, phase1_batch_size=100, phase2_steps=1_000_000, batch_size=32,
+        phase1="bcq", phase1_hidden=(400, 300), phase1_steps=300_000, phase1_batch_size=100, phase2_steps=1_000_000, batch_size=32,
         embedding_dim=8, f_hidden=(256,) * 3, e_hidden=(16,) * 4, e_out=8, p_hidden=(4, 4),
         q_hidden=(128,) * 8,
     ),
@@ -263,12 +268,14 @@ class TiMe:
         from bmrl_bench.learners.bcq import BatchedBCQ, BCQConfig
 
         return BatchedBCQ(k, self.spec.obs_dim, self.spec.act_dim,
-                          BCQConfig(lr=c.lr, gamma=c.gamma, batch_size=c.phase1_batch_size, device=self.device), seed=self.seed)
+                          BCQConfig(actor_hidden=tuple(c.phase1_hidden), critic_hidden=tuple(c.phase1_hidden),
+                                    vae_hidden=tuple(c.phase1_vae_hidden), lr=c.lr, gamma=c.gamma,
+                                    batch_size=c.phase1_batch_size, device=self.device), seed=self.seed)
 
     def phase1_key(self, data: MetaTrainData, checksums: Sequence[str]) -> str:
         c = self.config
         key = {"suite": data.suite, "checksums": list(checksums), "phase1": c.phase1, "steps": c.phase1_steps,
-               "batch": c.phase1_batch_size, "hidden": list(c.phase1_hidden), "lr": c.lr, "gamma": c.gamma,
+               "batch": c.phase1_batch_size, "hidden": list(c.phase1_hidden), "vae": list(c.phase1_vae_hidden), "lr": c.lr, "gamma": c.gamma,
                "seed": self.seed, "tasks": data.num_tasks, "format": 1}
         return hashlib.sha256(json.dumps(key, sort_keys=True).encode()).hexdigest()[:20]
 

@@ -17,7 +17,7 @@ TINY = {
     "time": {"phase1_steps": 10, "phase2_steps": 10, "batch_size": 16, "phase1_batch_size": 16,
              "phase1_hidden": (16, 16), "f_hidden": (16,), "e_hidden": (16,), "e_out": 8, "p_hidden": (8,),
              "q_hidden": (16, 16), "embedding_dim": 4, "shooting_actions": 10},
-    "time-bcq": {"phase1": "bcq", "phase1_steps": 10, "phase2_steps": 10, "batch_size": 16, "phase1_batch_size": 16,
+    "time-bcq": {"phase1": "bcq", "phase1_steps": 10, "phase2_steps": 10, "batch_size": 16, "phase1_batch_size": 16, "phase1_hidden": (16, 16), "phase1_vae_hidden": (16, 16),
                  "f_hidden": (16,), "e_hidden": (16,), "e_out": 8, "p_hidden": (8,), "q_hidden": (16, 16),
                  "g_hidden": (16,), "xi_hidden": (16,), "embedding_dim": 4, "bcq_candidates": 5},
 }
