@@ -54,6 +54,37 @@ def progress_display() -> Iterator:
         yield update
 
 
+EXECUTOR_HELP = "Where units of work run: local (this machine) or ray (a Ray cluster; pip install -e \".[ray]\")."
+ADDRESS_HELP = "With --executor ray: the cluster to join (auto: the one `ray start` joined this machine to); default: start a local Ray instance."
+WORKERS_HELP = "local: worker processes (default and 0: one per core; 1: in this process). ray without --address: CPUs of the local instance (default: all)."
+
+
+def make_executor(executor: str, address: Optional[str], workers: Optional[int]):  # noqa: ANN201 - an Executor
+    from bmrl_bench.executor import get_executor
+
+    if workers is not None and workers < 0:
+        raise BmrlError(f"--workers {workers}: give a positive number, or 0 for one per core")
+    # Default: one worker process per core, one torch thread each; units are seeded, so the
+    # results equal those of `--workers 1 --threads 1` (and of Ray).
+    return get_executor(executor, address, workers or None)
+
+
+@contextmanager
+def executor_display(executor) -> Iterator:  # noqa: ANN001 - an Executor
+    """Inline runs keep `progress_display`; other executors get one table of units (state, throughput).
+
+    Yields the (phase, done, total, message) callback for work done in this process."""
+    if executor.inline:
+        with progress_display() as update:
+            yield update
+        return
+    from bmrl_bench.unit_progress import unit_display
+
+    with unit_display(err_console) as board:
+        executor.progress = board.update
+        yield board.phase
+
+
 def parse_seeds(text: str) -> list[int]:
     """'0-4' -> [0..4]; '0,3,7' -> [0, 3, 7]."""
     try:
@@ -120,13 +151,16 @@ def datasets_list() -> None:
 def datasets_build(
     suite: str = typer.Argument(..., help="Suite name, e.g. pointgoal-3 (see `bmrl-bench datasets list`)."),
     force: bool = typer.Option(False, "--force", help="Rebuild every dataset, even those that verify."),
+    executor: str = typer.Option("local", "--executor", help=EXECUTOR_HELP),
+    address: Optional[str] = typer.Option(None, "--address", help=ADDRESS_HELP),
+    workers: Optional[int] = typer.Option(None, "--workers", help=WORKERS_HELP),
 ) -> None:
     """Collect the behaviour data of a suite and write it as Minari datasets (one torch thread: reproducible bytes)."""
     from bmrl_bench.build import build_suite
 
     t0 = time.perf_counter()
-    with progress_display() as update:
-        report = build_suite(suite, force=force, progress=update)
+    with make_executor(executor, address, workers) as ex, executor_display(ex) as update:
+        report = build_suite(suite, force=force, progress=update, executor=ex)
     took = time.perf_counter() - t0
     if not report.built:
         console.print(f"{suite}: all {len(report.skipped)} datasets already built and verified ({_human_bytes(report.bytes_on_disk)}).")
@@ -201,6 +235,9 @@ def eval_cmd(
     device: str = typer.Option("cpu", "--device", help="torch device: cpu or cuda."),
     threads: int = typer.Option(0, "--threads", help="torch CPU threads (0: all cores)."),
     checkpoints: Optional[Path] = typer.Option(None, "--checkpoints", help="Save each run's trained algorithm here."),
+    executor: str = typer.Option("local", "--executor", help=EXECUTOR_HELP + " One unit per seed."),
+    address: Optional[str] = typer.Option(None, "--address", help=ADDRESS_HELP),
+    workers: Optional[int] = typer.Option(None, "--workers", help=WORKERS_HELP),
 ) -> None:
     """Fit an algorithm on a suite's meta-train datasets and score it zero-shot on the test tasks."""
     from bmrl_bench.data import load_suite
@@ -209,8 +246,10 @@ def eval_cmd(
     from bmrl_bench.results import load_results, normalized_scores
 
     _set_threads(threads)
-    with progress_display() as update:
-        run = evaluate(algo, suite, protocol, parse_seeds(seeds), episodes, config, parse_overrides(set_), out, device, update, checkpoints)
+    with make_executor(executor, address, workers) as ex, executor_display(ex) as update:
+        # A seed's unit in a worker reserves --threads CPUs (at least 1) and uses that many torch threads.
+        run = evaluate(algo, suite, protocol, parse_seeds(seeds), episodes, config, parse_overrides(set_), out, device, update,
+                       checkpoints, executor=ex, unit_cpus=max(1, threads))
     loaded = load_suite(suite)
     table = Table(title=f"{algo} on {suite} ({protocol}), seeds {seeds}")
     for col in ("task", "param", "mean return", "normalized"):
@@ -231,6 +270,33 @@ def _set_threads(threads: int) -> None:
     import torch
 
     torch.set_num_threads(threads or os.cpu_count() or 1)
+
+
+# ---------------------------------------------------------------------------- bench
+
+
+@app.command("bench")
+def bench_cmd(
+    quick: bool = typer.Option(False, "--quick", help="Time each case briefly: a smoke test (seconds), not a measurement."),
+    device: str = typer.Option("cpu", "--device", help="torch device of the learners: cpu or cuda."),
+    threads: int = typer.Option(0, "--threads", help="torch CPU threads of every learner row (0: all cores)."),
+    json_path: Optional[Path] = typer.Option(None, "--json", help="Also write the rows and the machine description here."),
+) -> None:
+    """Training speed: our BCQ and SAC against d3rlpy's on identical configs and data, with FLOP bounds."""
+    from bmrl_bench.runtime import keep_freed_memory, sleep_idle_omp_threads
+
+    runtime = {"omp_passive": sleep_idle_omp_threads(), "keep_freed_memory": keep_freed_memory()}  # before torch loads
+    from bmrl_bench.bench import bench_info, row_notes, rows_table, run_bench, write_json
+
+    rows = run_bench(quick=quick, device=device, threads=threads or None, progress=lambda m: err_console.print(f"bench: {m}"))
+    info = bench_info(threads or None, device) | {"runtime": runtime}
+    out = console if console.is_terminal else Console(width=120)  # a pipe or a file gets the whole table
+    out.print(rows_table(rows, info))
+    for line in row_notes(rows):
+        out.print(f"  {line}")
+    if json_path is not None:
+        write_json(json_path, rows, info)
+        console.print(f"wrote {json_path}")
 
 
 # ---------------------------------------------------------------------------- leaderboard
@@ -289,10 +355,17 @@ def figures_time(
 
 
 def main() -> None:
+    from bmrl_bench.runtime import keep_freed_memory, sleep_idle_omp_threads
+
+    # Before torch loads (measured in bmrl_bench/runtime.py: up to 20x on a busy machine, bit-identical).
+    sleep_idle_omp_threads()
+    keep_freed_memory()
     try:
         app()
     except BmrlError as e:
-        err_console.print(f"[red]error:[/red] {e}", highlight=False, soft_wrap=True)
+        from rich.markup import escape  # messages may hold brackets, e.g. pip extras ".[ray]"
+
+        err_console.print(f"[red]error:[/red] {escape(str(e))}", highlight=False, soft_wrap=True)
         sys.exit(1)
     except KeyboardInterrupt:
         err_console.print("interrupted; nothing half-written was published (re-run to finish)")

@@ -127,6 +127,20 @@ def _reference_step(P: dict[str, torch.Tensor], opts: dict, batch: dict, noise: 
                     tgt.copy_(cfg.tau * P[name] + (1 - cfg.tau) * tgt)
 
 
+@pytest.mark.parametrize("group", [1, 2])
+def test_critic_target_in_member_groups_equals_one_pass(group: int) -> None:
+    """On a CPU the critic target runs members in cache-sized groups; the groups change nothing."""
+    o, a, K, B = 5, 3, 3, 7
+    whole, grouped = (BatchedBCQ(K, o, a, SMALL, seed=4, dtype=F64) for _ in range(2))
+    whole._target_group = lambda rows: K  # type: ignore[method-assign]
+    grouped._target_group = lambda rows: group  # type: ignore[method-assign]
+    for step in range(2):
+        batch, noise = _batch(K, B, o, a, seed=20 + step), whole.sample_noise(B)
+        m1, m2 = whole.update(batch, noise), grouped.update(batch, noise)
+        assert m1 == pytest.approx(m2, rel=0, abs=1e-12)
+    assert _max_diff(whole.state_dict(), grouped.state_dict()) < 1e-12
+
+
 def test_one_member_matches_the_official_bcq_train_loop() -> None:
     o, a, B = 4, 2, 6
     bcq = BatchedBCQ(1, o, a, SMALL, seed=3, dtype=F64)

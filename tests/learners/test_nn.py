@@ -84,3 +84,24 @@ def test_member_state_and_stack_states_round_trip() -> None:
         assert torch.equal(back[n], sd[n])
     with pytest.raises(IndexError):
         member_state(sd, 3)
+
+
+@pytest.mark.parametrize("hidden,out", [((750, 300), 6), ((20, 33), 1), ((16, 32), 24)])
+def test_gemm_friendly_mlp_is_the_same_function_with_the_same_gradients(hidden: tuple[int, ...], out: int) -> None:
+    torch.manual_seed(2)
+    plain = BatchedMLP(2, 7, hidden, out, dtype=torch.float64)
+    fast = BatchedMLP(2, 7, hidden, out, dtype=torch.float64, gemm_friendly=True)
+    fast.load_state_dict(plain.state_dict())
+    assert [p.shape for p in fast.parameters()] == [p.shape for p in plain.parameters()]  # padding is internal
+    x = torch.randn(2, 9, 7, dtype=torch.float64, requires_grad=True)
+    y_plain, y_fast = plain(x), fast(x)
+    assert y_fast.shape == (2, 9, out)
+    torch.testing.assert_close(y_fast, y_plain, rtol=0, atol=1e-12)
+    g = torch.randn_like(y_plain)
+    grads_plain = torch.autograd.grad(y_plain, [x, *plain.parameters()], g)
+    grads_fast = torch.autograd.grad(y_fast, [x, *fast.parameters()], g)
+    for a, b in zip(grads_fast, grads_plain):
+        assert a.shape == b.shape and a.is_contiguous()
+        torch.testing.assert_close(a, b, rtol=0, atol=1e-12)
+    params = [p.detach() for p in fast.parameters()]
+    torch.testing.assert_close(fast.forward_with(x, params), y_fast, rtol=0, atol=0)
