@@ -94,8 +94,8 @@ class TiMeConfig:
 # Sized for 2 CPU cores: phase-1 BCQ at 256-256 instead of 400-300 / 750-750 (about a quarter
 # of the FLOPs per update), fewer updates; the paper's sizes are the `paper-*` configs.
 _LITE_MUJOCO = TiMeConfig(
-    phase1="bcq", phase1_steps=6_000, phase1_batch_size=100, phase1_hidden=(256, 256), phase1_vae_hidden=(256, 256),
-    phase2_steps=6_000, batch_size=64,
+    phase1="bcq", phase1_steps=3_000, phase1_batch_size=100, phase1_hidden=(256, 256), phase1_vae_hidden=(256, 256),
+    phase2_steps=3_000, batch_size=64,
     embedding_dim=16, f_hidden=(256, 256), e_hidden=(256, 256), e_out=16, p_hidden=(16,),
     q_hidden=(256, 256, 256), g_hidden=(256, 256, 256), xi_hidden=(256, 256),
 )

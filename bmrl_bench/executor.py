@@ -21,6 +21,7 @@ from __future__ import annotations
 import logging
 import os
 import sys
+import threading
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -370,6 +371,15 @@ _pool_state: dict[str, Any] = {}
 def _pool_init(events: Any, shared: Any, env: dict[str, str], threads: int) -> None:
     # Runs once per worker process: the shared input is unpickled once per worker, not per unit.
     _pool_state.update(events=events, shared=shared, env=env, threads=threads)
+    threading.Thread(target=_exit_with_parent, args=(os.getppid(),), daemon=True).start()
+
+
+def _exit_with_parent(parent: int, every_s: float = 2.0) -> None:
+    # A parent killed by SIGTERM/SIGKILL cannot shut its pool down; without this its workers
+    # would train on, orphaned, until their unit ends.
+    while os.getppid() == parent:
+        time.sleep(every_s)
+    os._exit(1)
 
 
 def _pool_unit(fn: UnitFn, index: int, label: str, job: str, item: Any) -> Any:

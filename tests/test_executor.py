@@ -212,3 +212,35 @@ def test_ray_scores_match_local(ray_local: Any, tiny_suite: Path, tmp_path: Path
     assert [r["seed"] for r in here.results["returns"]] == [0, 1]
     assert on_ray.results["returns"][0]["episode_returns"] != on_ray.results["returns"][1]["episode_returns"]
     assert "runs" in on_ray.wall_time_s and "runs" not in here.wall_time_s
+
+
+def test_local_workers_exit_when_their_parent_is_killed(tmp_path: Path) -> None:
+    """A SIGKILLed command must not leave its worker processes training on, orphaned."""
+    import subprocess
+    import sys
+    import time
+
+    script = tmp_path / "parent.py"
+    script.write_text(
+        "import time\n"
+        "from bmrl_bench.executor import LocalExecutor\n"
+        "def unit(item, shared):\n"
+        "    time.sleep(120)\n"
+        "    return item\n"
+        "if __name__ == '__main__':\n"
+        "    LocalExecutor(2).map(unit, [1, 2], name='t')\n"
+    )
+    parent = subprocess.Popen([sys.executable, str(script)])
+    workers: list[str] = []
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline and len(workers) < 2:
+        time.sleep(0.5)
+        kids = subprocess.run(["pgrep", "-P", str(parent.pid)], capture_output=True, text=True).stdout.split()
+        workers = [k for k in kids if "spawn_main" in Path(f"/proc/{k}/cmdline").read_text(errors="replace")]
+    assert len(workers) == 2, "the pool never started its two workers"
+    parent.kill()
+    parent.wait()
+    deadline = time.monotonic() + 15
+    while time.monotonic() < deadline and any(Path(f"/proc/{k}").exists() for k in workers):
+        time.sleep(0.5)
+    assert not any(Path(f"/proc/{k}").exists() for k in workers)
