@@ -112,6 +112,7 @@ class SeedResult:
     fit_s: float
     evaluate_s: float
     checkpoint: dict[str, bytes] | None = None  # relative path -> bytes
+    phase_s: dict[str, float] = field(default_factory=dict)  # fit's phases as the algorithm names them in its log
 
 
 def run_seed(seed: int, ctx: RunContext) -> SeedResult:
@@ -122,10 +123,19 @@ def run_seed(seed: int, ctx: RunContext) -> SeedResult:
     if getattr(algo, "privileged", False):
         algo.bind_suite(suite)  # references only: the oracle loads the experts it replays
     t0 = time.perf_counter()
+    phase_s: dict[str, float] = {}
+    phase_end = [t0]  # when the last log line of the latest phase came
 
     def log(phase: str, step: int, total: int, metrics: dict[str, float]) -> None:
         shown = " ".join(f"{k} {v:.3g}" for k, v in list(metrics.items())[:4])
         report(step, total, shown, phase=phase)
+        # A phase lasts from the previous phase's last log line to its own last one.
+        now = time.perf_counter()
+        if phase not in phase_s:
+            phase_s[phase] = 0.0
+            phase_end.append(phase_end[-1])
+        phase_s[phase] += now - phase_end[-1]
+        phase_end[-1] = now
 
     algo.fit(ctx.data, log)
     fit_s = time.perf_counter() - t0
@@ -158,7 +168,7 @@ def run_seed(seed: int, ctx: RunContext) -> SeedResult:
         env.close()
         returns.append({"seed": seed, "task_index": task.index, "episode_returns": [float(r) for r in task_returns]})
         report(n + 1, len(suite.test_tasks), f"task {task.index:02d} return {np.mean(task_returns):.1f}", phase="evaluate")
-    return SeedResult(seed, returns, fit_s, time.perf_counter() - t0, checkpoint)
+    return SeedResult(seed, returns, fit_s, time.perf_counter() - t0, checkpoint, phase_s)
 
 
 def _write_checkpoint(files: dict[str, bytes], root: Path) -> None:
@@ -231,6 +241,8 @@ def evaluate(
         returns.extend(run.returns)
         wall["fit"] += run.fit_s
         wall["evaluate"] += run.evaluate_s
+        for phase, seconds in run.phase_s.items():
+            wall[f"fit: {phase}"] = wall.get(f"fit: {phase}", 0.0) + seconds
         if run.checkpoint is not None and checkpoint_dir is not None:
             _write_checkpoint(run.checkpoint, Path(checkpoint_dir))
 

@@ -42,6 +42,9 @@ class Spy:
         Spy.seen["task_index"] = set(np.unique(data.batch.task_index).tolist())
         Spy.seen["num_tasks"] = data.num_tasks
         Spy.in_fit = False
+        log("phase a", 1, 1, {})
+        log("phase b", 1, 2, {})
+        log("phase b", 2, 2, {})
 
     def make_agent(self) -> Any:
         class Agent:
@@ -84,6 +87,10 @@ def test_fit_gets_meta_train_data_only(tiny_suite: Path, monkeypatch: pytest.Mon
     assert results.protocol.name == "zero-shot" and results.seeds == [0, 1, 2]
     assert [d.checksum for d in results.suite.datasets] == [t.checksum for t in data_mod.load_suite(TINY).tasks]
     assert {"fit", "evaluate"} <= set(results.wall_time_s)
+    # Per-phase fit times, from the algorithm's own log lines; they add up to at most the fit.
+    phases = {k: v for k, v in results.wall_time_s.items() if k.startswith("fit: ")}
+    assert set(phases) == {"fit: phase a", "fit: phase b"}
+    assert 0 <= sum(phases.values()) <= results.wall_time_s["fit"] + 1e-2
 
 
 def test_unknown_algorithm_lists_known_ones() -> None:
