@@ -27,13 +27,9 @@ def tiny_root(tmp_path_factory: pytest.TempPathFactory) -> Path:
     from bmrl_bench.build import build_suite
 
     root = tmp_path_factory.mktemp("tiny-built")
-    old = os.environ.get("MINARI_DATASETS_PATH")
-    os.environ["MINARI_DATASETS_PATH"] = str(root)
-    try:
+    with pytest.MonkeyPatch.context() as mp:  # a session/module fixture cannot take `monkeypatch`
+        mp.setenv("MINARI_DATASETS_PATH", str(root))
         build_suite(TINY)
-    finally:
-        if old is not None:
-            os.environ["MINARI_DATASETS_PATH"] = old
     return root
 
 

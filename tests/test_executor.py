@@ -2,7 +2,6 @@
 killed workers are retried; an interrupted build resumes from the units that finished."""
 from __future__ import annotations
 
-import os
 import sys
 from collections.abc import Iterator
 from pathlib import Path
@@ -42,13 +41,9 @@ def checksums(root: Path, suite: str = SHARDS) -> list[tuple[str, float, float]]
 def inline_build(tmp_path_factory: pytest.TempPathFactory) -> list[tuple[str, float, float]]:
     """tiny-shards built by the default executor (inline): what every other executor must reproduce."""
     root = tmp_path_factory.mktemp("shards-inline")
-    old = os.environ.get("MINARI_DATASETS_PATH")
-    os.environ["MINARI_DATASETS_PATH"] = str(root)
-    try:
+    with pytest.MonkeyPatch.context() as mp:  # a session/module fixture cannot take `monkeypatch`
+        mp.setenv("MINARI_DATASETS_PATH", str(root))
         build_suite(SHARDS)
-    finally:
-        if old is not None:
-            os.environ["MINARI_DATASETS_PATH"] = old
     return checksums(root)
 
 
