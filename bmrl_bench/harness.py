@@ -124,18 +124,16 @@ def run_seed(seed: int, ctx: RunContext) -> SeedResult:
         algo.bind_suite(suite)  # references only: the oracle loads the experts it replays
     t0 = time.perf_counter()
     phase_s: dict[str, float] = {}
-    phase_end = [t0]  # when the last log line of the latest phase came
+    last_log = t0
 
     def log(phase: str, step: int, total: int, metrics: dict[str, float]) -> None:
+        nonlocal last_log
         shown = " ".join(f"{k} {v:.3g}" for k, v in list(metrics.items())[:4])
         report(step, total, shown, phase=phase)
-        # A phase lasts from the previous phase's last log line to its own last one.
+        # Time since the previous log line counts to this line's phase.
         now = time.perf_counter()
-        if phase not in phase_s:
-            phase_s[phase] = 0.0
-            phase_end.append(phase_end[-1])
-        phase_s[phase] += now - phase_end[-1]
-        phase_end[-1] = now
+        phase_s[phase] = phase_s.get(phase, 0.0) + now - last_log
+        last_log = now
 
     algo.fit(ctx.data, log)
     fit_s = time.perf_counter() - t0
