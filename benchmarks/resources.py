@@ -114,7 +114,7 @@ def disk_per_transition(family_name: str, steps: int) -> float:
     param, length = FAMILIES[family_name]
     card = SuiteCard(name="resources-probe", version=0, family=family_name, description="probe", episode_length=length,
                      train_tasks=[param], test_tasks=[param], behaviour=recipe,
-                     expert={"steps": 1, "hidden": [32, 32], "batch_size": 32})
+                     expert={"min_steps": 1, "max_steps": 1, "hidden": [32, 32], "batch_size": 32})
     data = TaskData.from_collection(collect_behaviour(family, [param], length, recipe)[0])
     refs = {"random": [-1.0] * 10, "behaviour": [0.0] * 10, "expert": [0.0] * 10}
     with tempfile.TemporaryDirectory() as root:
@@ -171,8 +171,9 @@ def extrapolate(measured: dict[str, Any], suite: str, tasks_per_shard: int | Non
         return b.learning_starts * (warm[0] + warm[1] * k) + (b.steps_per_task - b.learning_starts) * (upd[0] + upd[1] * k)
 
     behaviour_s = sum(shard_seconds(k) for k in shards)
-    # The expert: one 1-member SAC, one update per environment step (assumed: as a 1-member shard).
-    expert_s = card.expert.steps * (upd[0] + upd[1])
+    # The expert: one 1-member SAC, one update per environment step (assumed: as a 1-member shard), up to
+    # max_steps (an upper bound: its convergence checks usually stop it earlier).
+    expert_s = card.expert.max_steps * (upd[0] + upd[1])
     # References: 3 policies x reference_episodes x episode_length steps per task, at warm-up speed (an upper bound).
     refs_s = card.num_tasks * 3 * card.reference_episodes * card.episode_length * (warm[0] + warm[1])
     transitions = card.num_tasks * b.steps_per_task

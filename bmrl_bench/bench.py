@@ -557,27 +557,28 @@ def _recipe_rows(by: dict[str, _Case], recipe_k: int, env_rate: float, card: Any
                  threads: int) -> list[BenchRow]:
     """Data collection + phase 1 of the card's recipe, computed from the measured rates (seconds)."""
     beh, ex = card.behaviour, card.expert
+    ex_steps = ex.min_steps  # the expert's budget before its convergence checks may stop it
     p1 = _phase1_recipe(card)
     k, steps, learn = recipe_k, beh.steps_per_task, beh.learning_starts
     upd_steps = (steps - learn) * beh.updates_per_step
     t = {key: 1.0 / c.median for key, c in by.items()}  # seconds per call (median rates)
     t_sac_k = recipe_k / by[f"sac{recipe_k}"].median  # one batched update of all K tasks
-    warm = min(ex.steps // 10, 5000)  # collect.train_expert's random warm-up
+    warm = min(ex_steps // 10, 5000)  # collect.train_expert's random warm-up
     # ours: all K tasks step together (K env steps, one batched act, one batched sample + update);
     # the expert (K=1) acts for its num_envs envs at once
     ours_collect = steps * k / env_rate + (steps - learn) * t["act"] + upd_steps * (t["replay"] + t_sac_k)
-    ours_expert = (ex.steps / env_rate + (ex.steps - warm) / ex.num_envs * t["act"]
-                   + (ex.steps - warm) * ex.updates_per_step * (t["replay"] + t["sac1"]))
+    ours_expert = (ex_steps / env_rate + (ex_steps - warm) / ex.num_envs * t["act"]
+                   + (ex_steps - warm) * ex.updates_per_step * (t["replay"] + t["sac1"]))
     ours_p1 = p1["steps"] * (t["gather"] + p1["tasks"] / by[f"{p1_key}{p1['tasks']}"].median)
     # d3rlpy: one learner at a time; every env step acts, every update samples its minibatch
     d3_collect = k * (steps / env_rate + (steps - learn) * t["d3act"] + upd_steps * (t["d3replay"] + t["d3sac"]))
-    d3_expert = (ex.steps / env_rate + (ex.steps - warm) * t["d3act"]
-                 + (ex.steps - warm) * ex.updates_per_step * (t["d3replay"] + t["d3sac"]))
+    d3_expert = (ex_steps / env_rate + (ex_steps - warm) * t["d3act"]
+                 + (ex_steps - warm) * ex.updates_per_step * (t["d3replay"] + t["d3sac"]))
     d3_p1 = p1["tasks"] * p1["steps"] * (t["d3replay_p1"] + t[f"d3{p1_key}"])
     ours = ours_collect + ours_expert + ours_p1
     d3 = d3_collect + d3_expert + d3_p1
     recipe = (f"{card.name}: {k} tasks x {steps} env steps (SAC {'-'.join(map(str, beh.hidden))}, batch {beh.batch_size}, "
-              f"{beh.updates_per_step} update/step after {learn}) + expert {ex.steps} steps + tiMe phase 1: BCQ "
+              f"{beh.updates_per_step} update/step after {learn}) + expert {ex_steps} steps + tiMe phase 1: BCQ "
               f"{'-'.join(map(str, p1['critic_hidden']))} / VAE {'-'.join(map(str, p1['vae_hidden']))}, "
               f"{p1['tasks']} tasks x {p1['steps']} updates, batch {p1['batch']}")
 

@@ -25,7 +25,7 @@ import shutil
 import time
 import uuid
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -33,6 +33,7 @@ import numpy as np
 
 from bmrl_bench import __version__
 from bmrl_bench.collect import (
+    ExpertTraining,
     TaskCollection,
     collect_behaviour,
     evaluate_policy,
@@ -52,6 +53,9 @@ CODE_PERMALINK = "https://github.com/bmrl-bench/bmrl-bench"
 REFERENCE_SEED = 50_000_000
 ProgressFn = Callable[[str, int, int, str], None]  # (phase, done, total, message)
 UNIT_FORMAT = 1  # bump when what a cached unit holds changes
+# The data is intact but its reference scores came from another expert recipe: a build
+# recomputes them (and rewrites the metadata) without collecting the data again.
+STALE_REFERENCES = "stale reference scores: the card's expert recipe changed since this dataset was built; run the build again"
 
 
 class BuildError(BmrlError):
@@ -89,6 +93,8 @@ def dataset_status(card: SuiteCard, index: int, root: Path) -> str:
         return str(e)
     if checksum != meta["bmrl_checksum"]:
         return f"checksum mismatch: {dataset_dir(dataset_id, root) / 'data' / 'main_data.hdf5'} was modified"
+    if meta.get("bmrl_expert", {}).get("recipe") != card.expert.model_dump():
+        return STALE_REFERENCES
     return "ok"
 
 
@@ -171,6 +177,16 @@ class TaskData:
         return out
 
     @classmethod
+    def from_dataset(cls, dataset_id: str, root: Path) -> TaskData:
+        """The published data and behaviour actor of one task (to recompute its references)."""
+        from safetensors.numpy import load_file
+
+        ep = read_episodes(dataset_id, root)
+        param = float(read_metadata(dataset_id, root)["bmrl_task_param"])
+        actor = load_file(str(behaviour_policy_path(dataset_id, root)))
+        return cls(param, ep.lengths, ep.observations, ep.actions, ep.rewards, ep.terminations, ep.truncations, actor)
+
+    @classmethod
     def from_arrays(cls, arrays: Any, prefix: str, actor_only: bool = False) -> TaskData:
         actor = {k[len(prefix) + 6:]: arrays[k] for k in arrays.files if k.startswith(f"{prefix}actor.")}
         empty = np.zeros(0)
@@ -228,6 +244,7 @@ class ExpertResult:
     state: dict[str, np.ndarray]
     obs_dim: int  # with the task feature
     act_dim: int
+    training: ExpertTraining
     seconds: float
 
 
@@ -250,9 +267,10 @@ def run_build_unit(unit: ShardUnit | ExpertUnit | ReferenceUnit, shared: Any) ->
             return ShardResult([TaskData.from_collection(c) for c in collections], time.perf_counter() - t0)
         if isinstance(unit, ExpertUnit):
             all_params = card.train_tasks + card.test_tasks
-            expert = train_expert(family, min(all_params), max(all_params), card.episode_length, card.expert, _unit_progress("expert SAC"))
+            expert, training = train_expert(family, min(all_params), max(all_params), card.episode_length, card.expert,
+                                            _unit_progress("expert SAC"))
             state = {k: v.numpy() for k, v in expert.state_dict().items()}
-            return ExpertResult(state, family_obs_dim(family) + 1, family_act_dim(family), time.perf_counter() - t0)
+            return ExpertResult(state, family_obs_dim(family) + 1, family_act_dim(family), training, time.perf_counter() - t0)
         expert = expert_from_state(shared["state"], shared["config"])
         report(0, 1, "", phase="reference returns")
         refs = _reference_returns(card, family, unit.index, unit.actor_state, expert, shared["config"]["act_dim"])
@@ -370,6 +388,7 @@ def _write_dataset(
     index: int,
     data: TaskData,
     refs: dict[str, list[float]],
+    expert: dict[str, Any],
     root: Path,
 ) -> Path:
     import minari
@@ -383,7 +402,7 @@ def _write_dataset(
     if not ref_max > ref_min:
         raise BuildError(
             f"{dataset_id}: no policy beat the random one (ref_max {ref_max:.2f} <= ref_min {ref_min:.2f}); "
-            "raise behaviour.steps_per_task or expert.steps in the suite card"
+            "raise behaviour.steps_per_task or expert.max_steps in the suite card"
         )
     staging = root / ".staging" / uuid.uuid4().hex
     staging.mkdir(parents=True)
@@ -434,6 +453,7 @@ def _write_dataset(
                 "bmrl_behaviour_episode_returns": data.episode_returns(),
                 "bmrl_reference_returns": refs,
                 "bmrl_ref_max_source": ref_max_source,
+                "bmrl_expert": expert,  # its recipe, and how its training ended (steps, converged, check curve)
                 "bmrl_checksum": checksum,
                 "bmrl_version": __version__,
             }))
@@ -467,7 +487,8 @@ def _write_namespace(card: SuiteCard, family: Family, root: Path) -> None:
         atomic_write_text(top, json.dumps({"description": "bmrl-bench: Batch Meta RL suites"}, indent=2))
 
 
-def _save_expert(state: dict[str, np.ndarray], card: SuiteCard, root: Path, obs_dim: int, act_dim: int) -> None:
+def _save_expert(state: dict[str, np.ndarray], card: SuiteCard, root: Path, obs_dim: int, act_dim: int,
+                 training: ExpertTraining) -> None:
     import torch
     from safetensors.torch import save_file
 
@@ -475,7 +496,10 @@ def _save_expert(state: dict[str, np.ndarray], card: SuiteCard, root: Path, obs_
     tmp = d.parent / f".expert-{uuid.uuid4().hex}"
     tmp.mkdir(parents=True)
     save_file({k: torch.from_numpy(np.array(v)).contiguous() for k, v in state.items()}, str(tmp / "weights.safetensors"))
-    (tmp / "config.json").write_text(json.dumps({"obs_dim": obs_dim, "act_dim": act_dim, "hidden": card.expert.hidden}))
+    (tmp / "config.json").write_text(json.dumps({
+        "obs_dim": obs_dim, "act_dim": act_dim, "hidden": card.expert.hidden,
+        "recipe": card.expert.model_dump(), "training": asdict(training),
+    }))
     if d.exists():
         shutil.rmtree(d)
     os.replace(tmp, d)
@@ -498,7 +522,10 @@ def _expert_files(card: SuiteCard, root: Path) -> tuple[dict[str, np.ndarray], d
     d = expert_dir(card, root)
     if not (d / "weights.safetensors").exists():
         return None
-    return load_file(str(d / "weights.safetensors")), json.loads((d / "config.json").read_text())
+    config = json.loads((d / "config.json").read_text())
+    if config.get("recipe") != card.expert.model_dump():  # trained from another recipe: retrain it
+        return None
+    return load_file(str(d / "weights.safetensors")), config
 
 
 def load_expert(card: SuiteCard, root: Path | None = None) -> object | None:
@@ -550,7 +577,9 @@ def _build_suite(name: str, force: bool, progress: ProgressFn | None, executor: 
     cache = UnitCache(card, root)
     if force:
         cache.clear()
-    todo = list(range(card.num_tasks)) if force else missing_tasks(card, root)
+    status = {i: "missing" if force else dataset_status(card, i, root) for i in range(card.num_tasks)}
+    todo = [i for i in range(card.num_tasks) if status[i] != "ok"]
+    refresh = {i for i in todo if status[i] == STALE_REFERENCES}  # data intact: only its references are redone
     skipped = [card.dataset_id(i) for i in range(card.num_tasks) if i not in todo]
     seconds: dict[str, float] = {}
     report_ = BuildReport(card.name, [], skipped, seconds, 0)
@@ -565,7 +594,7 @@ def _build_suite(name: str, force: bool, progress: ProgressFn | None, executor: 
     t0 = time.perf_counter()
     shards = card.shards()
     shard_of = {i: s for s, tasks in enumerate(shards) for i in tasks}
-    needed = sorted({shard_of[i] for i in todo})
+    needed = sorted({shard_of[i] for i in todo if i not in refresh})
     units: list[ShardUnit | ExpertUnit] = []
     if force or _expert_files(card, root) is None:
         units.append(ExpertUnit(card))  # first: usually the longest unit
@@ -574,7 +603,7 @@ def _build_suite(name: str, force: bool, progress: ProgressFn | None, executor: 
     def keep(i: int, result: Any) -> None:  # persist each unit as soon as it finishes
         unit = units[i]
         if isinstance(unit, ExpertUnit):
-            _save_expert(result.state, card, root, result.obs_dim, result.act_dim)
+            _save_expert(result.state, card, root, result.obs_dim, result.act_dim, result.training)
             seconds["expert"] = result.seconds
         else:
             cache.save(unit.shard, result.tasks)
@@ -589,7 +618,14 @@ def _build_suite(name: str, force: bool, progress: ProgressFn | None, executor: 
     # 2. Reference returns per missing task (needs the expert and the task's behaviour actor).
     t0 = time.perf_counter()
     state, config = _expert_files(card, root)  # type: ignore[misc]  # saved by step 1 or an earlier build
-    ref_units = [ReferenceUnit(card, i, cache.load(shard_of[i], i, actor_only=True).actor_state) for i in todo]
+    expert_record = {"recipe": config["recipe"], **config["training"]}
+
+    def task_data(i: int, actor_only: bool = False) -> TaskData:
+        if i in refresh:
+            return TaskData.from_dataset(card.dataset_id(i), root)
+        return cache.load(shard_of[i], i, actor_only)
+
+    ref_units = [ReferenceUnit(card, i, task_data(i, actor_only=True).actor_state) for i in todo]
     refs = executor.map(run_build_unit, ref_units, name=f"build {card.name}: references", labels=[u.label for u in ref_units],
                         resources=Resources(num_cpus=1), shared={"state": state, "config": config},
                         progress=unit_progress, hint=hint)
@@ -598,7 +634,7 @@ def _build_suite(name: str, force: bool, progress: ProgressFn | None, executor: 
     # 3. Publish each task (here: the datasets root is this machine's).
     t0 = time.perf_counter()
     for n, (index, task_refs) in enumerate(zip(todo, refs)):
-        _write_dataset(card, family, index, cache.load(shard_of[index], index), task_refs, root)
+        _write_dataset(card, family, index, task_data(index), task_refs, expert_record, root)
         report_.built.append(card.dataset_id(index))
         if progress is not None:
             progress("write datasets", n + 1, len(todo), f"{card.dataset_id(index)} ref_min {np.mean(task_refs['random']):.1f} "

@@ -21,6 +21,8 @@ from bmrl_bench.suites import BehaviourRecipe, ExpertRecipe
 
 Policy = Callable[[np.ndarray], np.ndarray]  # (B, obs_dim) -> (B, act_dim), deterministic
 ProgressFn = Callable[[int, int, list[float]], None]  # (step, total, recent return per task)
+# The expert's convergence checks reset their envs from this seed range (disjoint from the rest).
+EXPERT_CHECK_SEED = 60_000_000
 
 
 @dataclass
@@ -133,6 +135,25 @@ def with_task(obs: np.ndarray, feature: float) -> np.ndarray:
     return np.concatenate([obs.astype(np.float32), feat], axis=-1)
 
 
+@dataclass
+class ExpertTraining:
+    """How the family-wide expert's training ended: the record saved beside its weights."""
+
+    steps: int
+    converged: bool  # False: stopped by max_steps
+    curve: list[tuple[int, float]]  # (env step, mean deterministic return over the check's tasks)
+
+
+def _converged(curve: list[tuple[int, float]], patience: int, min_improvement: float) -> bool:
+    """No check in the last `patience` beat the best before them by `min_improvement` x (best - first)."""
+    if len(curve) <= patience:
+        return False
+    returns = [r for _, r in curve]
+    best_before = max(returns[:-patience])
+    scale = max(best_before - returns[0], 1e-8)
+    return max(returns[-patience:]) <= best_before + min_improvement * scale
+
+
 def train_expert(
     family: Family,
     param_low: float,
@@ -140,8 +161,13 @@ def train_expert(
     episode_length: int,
     recipe: ExpertRecipe,
     progress: ProgressFn | None = None,
-) -> BatchedSAC:
-    """SAC on tasks drawn uniformly from [param_low, param_high] per episode, param in the obs."""
+) -> tuple[BatchedSAC, ExpertTraining]:
+    """SAC on tasks drawn uniformly from [param_low, param_high] per episode, param in the obs.
+
+    Trains at least `min_steps` env steps, then until the deterministic return on
+    `eval_tasks` fixed tasks stops improving (`_converged`) or `max_steps` is reached.
+    The checks use their own env seeds, so they never change the training stream.
+    """
     rng = np.random.default_rng(recipe.seed)
     n = recipe.num_envs
     probe = family.make(param_low, max_episode_steps=episode_length)
@@ -149,7 +175,14 @@ def train_expert(
     act_dim = probe.action_space.shape[0]
     probe.close()
     sac = BatchedSAC(1, obs_dim, act_dim, _sac_config(recipe.hidden, recipe.batch_size), seed=recipe.seed)
-    replay = BatchedReplay(1, recipe.steps, obs_dim, act_dim, seed=recipe.seed)
+    replay = BatchedReplay(1, recipe.max_steps, obs_dim, act_dim, seed=recipe.seed)
+    check_params = np.linspace(param_low, param_high, recipe.eval_tasks)
+
+    def check() -> float:
+        return float(np.mean([
+            evaluate_policy(family, float(p), episode_length, expert_policy(sac, family, float(p)), 1, EXPERT_CHECK_SEED + j)[0]
+            for j, p in enumerate(check_params)
+        ]))
 
     def new_env(slot: int) -> tuple[gym.Env, float, np.ndarray]:
         param = float(rng.uniform(param_low, param_high))
@@ -160,9 +193,11 @@ def train_expert(
     slots = [new_env(i) for i in range(n)]
     returns = [0.0] * n
     recent = [float("nan")]
-    warmup = min(recipe.steps // 10, 5000)
+    warmup = min(recipe.min_steps // 10, 5000)
+    curve: list[tuple[int, float]] = []
+    next_check = max(warmup, recipe.eval_every)
     step = 0
-    while step < recipe.steps:
+    while step < recipe.max_steps:
         obs = np.stack([s[2] for s in slots])
         if step < warmup:
             actions = rng.uniform(-1.0, 1.0, size=(n, act_dim)).astype(np.float32)
@@ -185,11 +220,17 @@ def train_expert(
         if step >= warmup:
             for _ in range(n * recipe.updates_per_step):
                 sac.update(replay.sample(recipe.batch_size))
-        if progress is not None and (step % 400 < n or step >= recipe.steps):
-            progress(min(step, recipe.steps), recipe.steps, recent)
+        if progress is not None and (step % 400 < n or step >= recipe.max_steps):
+            progress(min(step, recipe.max_steps), recipe.max_steps, recent + [curve[-1][1]] if curve else recent)
+        if step >= next_check:
+            next_check += recipe.eval_every
+            curve.append((step, check()))
+            if step >= recipe.min_steps and _converged(curve, recipe.patience, recipe.min_improvement):
+                break
     for env, _, _ in slots:
         env.close()
-    return sac
+    converged = step < recipe.max_steps
+    return sac, ExpertTraining(step, converged, curve)
 
 
 # ---------------------------------------------------------------------------------------

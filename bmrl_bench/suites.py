@@ -46,12 +46,27 @@ class ExpertRecipe(BaseModel):
     """One family-wide SAC that sees the task parameter; a candidate for ref_max_score."""
 
     model_config = ConfigDict(extra="forbid", frozen=True)
-    steps: int = Field(gt=0, description="environment steps over all parallel envs")
+    min_steps: int = Field(gt=0, description="environment steps (over all parallel envs) before convergence may stop training")
+    max_steps: int = Field(gt=0, description="hard cap on environment steps; reaching it means the expert did not converge")
+    eval_every: int = Field(default=5000, gt=0, description="environment steps between convergence checks")
+    eval_tasks: int = Field(default=5, gt=0, description="task parameters, evenly over the suite's range, one deterministic episode each per check")
+    patience: int = Field(default=4, gt=0, description="checks without a significant improvement that count as converged")
+    min_improvement: float = Field(
+        default=0.02, ge=0,
+        description="an improvement is significant when it beats the best check by this fraction of (best - first check)",
+    )
     num_envs: int = Field(default=4, gt=0)
     hidden: list[int] = Field(min_length=1)
     batch_size: int = Field(gt=0)
     updates_per_step: int = Field(default=1, gt=0)
     seed: int = 1
+
+
+    @model_validator(mode="after")
+    def _steps_ordered(self) -> ExpertRecipe:
+        if self.max_steps < self.min_steps:
+            raise ValueError(f"expert.max_steps ({self.max_steps}) is below expert.min_steps ({self.min_steps})")
+        return self
 
 
 class SuiteCard(BaseModel):

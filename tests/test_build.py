@@ -131,3 +131,25 @@ def test_failed_build_publishes_nothing_and_rerun_finishes(monkeypatch: pytest.M
     assert report.built == [card.dataset_id(1), card.dataset_id(2)]
     assert all(r.status == "ok" for r in verify_suite(TINY))
     assert not (_minari_root / ".staging").exists() or not any((_minari_root / ".staging").iterdir())
+
+
+def test_changed_expert_recipe_refreshes_references_only(tiny_suite: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from bmrl_bench.data import read_metadata
+
+    card = get_card(TINY)
+    before = [read_metadata(card.dataset_id(i)) for i in range(card.num_tasks)]
+    assert before[0]["bmrl_expert"]["recipe"] == card.expert.model_dump()
+    changed = card.model_copy(update={"expert": card.expert.model_copy(update={"seed": card.expert.seed + 1})})
+    monkeypatch.setattr(build_mod, "get_card", lambda name: changed)
+
+    assert {row.status for row in verify_suite(TINY)} == {build_mod.STALE_REFERENCES}
+    report = build_suite(TINY)
+    assert report.units_run == ["expert"]  # a new expert; no behaviour shard re-collected
+    assert {row.status for row in verify_suite(TINY)} == {"ok"}
+    for old, i in zip(before, range(card.num_tasks)):
+        new = read_metadata(card.dataset_id(i))
+        assert new["bmrl_checksum"] == old["bmrl_checksum"]
+        assert new["bmrl_behaviour_episode_returns"] == old["bmrl_behaviour_episode_returns"]
+        assert new["bmrl_reference_returns"]["random"] == old["bmrl_reference_returns"]["random"]
+        assert new["bmrl_reference_returns"]["expert"] != old["bmrl_reference_returns"]["expert"]
+        assert new["bmrl_expert"]["recipe"]["seed"] == card.expert.seed + 1
