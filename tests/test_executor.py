@@ -239,3 +239,14 @@ def test_local_workers_exit_when_their_parent_is_killed(tmp_path: Path) -> None:
     while time.monotonic() < deadline and any(Path(f"/proc/{k}").exists() for k in workers):
         time.sleep(0.5)
     assert not any(Path(f"/proc/{k}").exists() for k in workers)
+
+
+def test_balanced_pool_size_fills_the_last_round() -> None:
+    from bmrl_bench.executor import balanced_pool_size
+
+    assert balanced_pool_size(1, 2) == 1
+    assert balanced_pool_size(3, 2) == 3  # 1.5 unit-times instead of 2
+    assert balanced_pool_size(4, 2) == 2  # two full rounds already
+    assert balanced_pool_size(5, 2) == 3  # 1.5 + 1 = 2.5, as good as 5 at once, with fewer processes
+    assert balanced_pool_size(7, 2) == 4  # 2 + 1.5 = 3.5
+    assert balanced_pool_size(5, 16) == 5
