@@ -145,8 +145,9 @@ class D3rlpyBCQ:
     config_cls: ClassVar[type] = BCQBaselineConfig
     configs: ClassVar[dict[str, Any]] = {
         "pointgoal": BCQBaselineConfig(steps=3000),
-        "halfcheetah-vel-lite": BCQBaselineConfig(steps=20_000),
-        "hopper-vel-lite": BCQBaselineConfig(steps=20_000),
+        # Lite: tiMe's lite phase-1 sizes (256-256, VAE 256-256), about a quarter of the official FLOPs.
+        "halfcheetah-vel-lite": BCQBaselineConfig(steps=20_000, critic_hidden=(256, 256), actor_hidden=(256, 256), vae_hidden=(256, 256)),
+        "hopper-vel-lite": BCQBaselineConfig(steps=20_000, critic_hidden=(256, 256), actor_hidden=(256, 256), vae_hidden=(256, 256)),
         "halfcheetah-vel": BCQBaselineConfig(steps=1_000_000),  # the official BCQ's max_timesteps
         "hopper-vel": BCQBaselineConfig(steps=1_000_000),
         "default": BCQBaselineConfig(),

@@ -54,7 +54,7 @@ def progress_display() -> Iterator:
         yield update
 
 
-EXECUTOR_HELP = "Where units of work run: local (this machine) or ray (a Ray cluster; pip install -e \".[ray]\")."
+EXECUTOR_HELP = "Where units of work run: local (this machine) or ray (a Ray cluster; pip install -e \".\\[ray]\")."
 ADDRESS_HELP = "With --executor ray: the cluster to join (auto: the one `ray start` joined this machine to); default: start a local Ray instance."
 WORKERS_HELP = "local: worker processes (default and 0: one per core; 1: in this process). ray without --address: CPUs of the local instance (default: all)."
 
@@ -188,12 +188,21 @@ def datasets_info(dataset_id: str = typer.Argument(..., help="e.g. bmrl/pointgoa
         ("behaviour", json.dumps(meta["bmrl_behaviour"])),
         ("ref_min_score", f"{meta['ref_min_score']:.2f} (uniform random policy)"),
         ("ref_max_score", f"{meta['ref_max_score']:.2f} ({meta['bmrl_ref_max_source']} policy)"),
+        ("expert", _expert_summary(meta.get("bmrl_expert"))),
         ("checksum", meta["bmrl_checksum"]),
         ("env", json.loads(meta["env_spec"])["id"] if isinstance(meta.get("env_spec"), str) else str(meta.get("env_spec"))),
     ]
     for k, v in rows:
         table.add_row(k, str(v))
     console.print(table)
+
+
+def _expert_summary(expert: dict | None) -> str:
+    if not expert:
+        return "not recorded (built before expert records; rebuild to refresh the references)"
+    last = f", last check {expert['curve'][-1][1]:.1f}" if expert.get("curve") else ""
+    state = "converged" if expert["converged"] else "stopped at max_steps before converging"
+    return f"family-wide SAC, {expert['steps']} env steps, {state}{last}"
 
 
 @datasets_app.command("verify")
