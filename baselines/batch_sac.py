@@ -16,7 +16,6 @@ import numpy as np
 import torch
 
 from bmrl_bench.algorithms import EnvSpec, LogFn, MetaTrainData, null_log, read_checkpoint, save_checkpoint
-from bmrl_bench.data import Batch
 from bmrl_bench.learners.sac import BatchedSAC, SACConfig
 
 
@@ -43,16 +42,6 @@ def sample_pooled(tensors: dict[str, torch.Tensor], batch_size: int, generator: 
     n = tensors["rewards"].shape[0]
     idx = torch.randint(0, n, (batch_size,), generator=generator)
     return {k: v[idx].unsqueeze(0) for k, v in tensors.items()}
-
-
-def batch_tensors(batch: Batch, device: str = "cpu") -> dict[str, torch.Tensor]:
-    return {
-        "observations": torch.as_tensor(batch.observations, device=device),
-        "actions": torch.as_tensor(batch.actions, device=device),
-        "rewards": torch.as_tensor(batch.rewards, device=device),
-        "next_observations": torch.as_tensor(batch.next_observations, device=device),
-        "terminals": torch.as_tensor(batch.terminals, device=device),
-    }
 
 
 class _PolicyAgent:
@@ -97,7 +86,7 @@ class BatchSAC:
         callback_every: int = 0,
     ) -> None:
         """`callback(step, sac)` every `callback_every` updates: the misidentification figure's probe."""
-        pooled = batch_tensors(data.batch, self.device)
+        pooled = data.batch.tensors(self.device)
         gen = torch.Generator().manual_seed(self.seed)
         total = self.config.steps
         for step in range(1, total + 1):

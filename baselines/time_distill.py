@@ -194,13 +194,7 @@ class TaskSampler:
             raise ValueError("every meta-train task needs at least one transition")
         self.offsets = torch.as_tensor(np.concatenate([[0], np.cumsum(counts)[:-1]]), device=device)
         self.counts = torch.as_tensor(counts, device=device)
-        self.t = {
-            "observations": torch.as_tensor(batch.observations[order], device=device),
-            "actions": torch.as_tensor(batch.actions[order], device=device),
-            "rewards": torch.as_tensor(batch.rewards[order], device=device),
-            "next_observations": torch.as_tensor(batch.next_observations[order], device=device),
-            "terminals": torch.as_tensor(batch.terminals[order], device=device),
-        }
+        self.t = batch.tensors(device, order)
         self.k = num_tasks
 
     def indices(self, shape: tuple[int, ...], gen: torch.Generator) -> torch.Tensor:

@@ -11,7 +11,7 @@ import hashlib
 import json
 from dataclasses import dataclass, fields
 from pathlib import Path
-from typing import Literal
+from typing import Any, Literal
 
 import numpy as np
 
@@ -116,6 +116,10 @@ class TaskInfo:
     checksum: str
 
 
+# What an RL update reads from a Batch (not the timeouts or the task labels).
+TRANSITION_FIELDS = ("observations", "actions", "rewards", "next_observations", "terminals")
+
+
 @dataclass
 class Batch:
     """Flat transitions; all float32 except task_index (int64)."""
@@ -136,6 +140,13 @@ class Batch:
 
     def task(self, index: int) -> Batch:
         return self.select(self.task_index == index)
+
+    def tensors(self, device: str = "cpu", order: np.ndarray | None = None) -> dict[str, Any]:
+        """The RL fields as torch tensors on `device` (rows permuted by `order` if given)."""
+        import torch
+
+        pick = (lambda a: a) if order is None else (lambda a: a[order])
+        return {name: torch.as_tensor(pick(getattr(self, name)), device=device) for name in TRANSITION_FIELDS}
 
     @staticmethod
     def concatenate(batches: list[Batch]) -> Batch:
