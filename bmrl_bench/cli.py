@@ -56,15 +56,15 @@ def progress_display() -> Iterator:
 
 EXECUTOR_HELP = "Where units of work run: local (this machine) or ray (a Ray cluster; pip install -e \".\\[ray]\")."
 ADDRESS_HELP = "With --executor ray: the cluster to join (auto: the one `ray start` joined this machine to); default: start a local Ray instance."
-WORKERS_HELP = "local: worker processes (default and 0: one per core; 1: in this process). ray without --address: CPUs of the local instance (default: all)."
+WORKERS_HELP = "local: worker processes (default and 0: sized to the cores, e.g. 3 seeds on 2 cores run at once rather than in two rounds; 1: in this process). ray without --address: CPUs of the local instance (default: all)."
 
 
 def make_executor(executor: str, address: Optional[str], workers: Optional[int]):  # noqa: ANN201 - an Executor
     from bmrl_bench.executor import get_executor
 
     if workers is not None and workers < 0:
-        raise BmrlError(f"--workers {workers}: give a positive number, or 0 for one per core")
-    # Default: one worker process per core, one torch thread each; units are seeded, so the
+        raise BmrlError(f"--workers {workers}: give a positive number, or 0 to size the pool to the cores")
+    # Default: about one worker process per core (`balanced_pool_size`), one torch thread each; units are seeded, so the
     # results equal those of `--workers 1 --threads 1` (and of Ray).
     return get_executor(executor, address, workers or None)
 

@@ -233,7 +233,7 @@ def balanced_pool_size(n: int, slots: int) -> int:
 
 
 class LocalExecutor:
-    """Units in this process (`workers=1`) or in spawned worker processes (`None`: one per core)."""
+    """Units in this process (`workers=1`) or in spawned worker processes (`None`: sized to the cores, `balanced_pool_size`)."""
 
     name = "local"
 
@@ -566,7 +566,7 @@ EXECUTORS = ("local", "ray")
 
 def get_executor(name: str = "local", address: str | None = None, workers: int | None = 1,
                  progress: UnitProgressFn | None = None) -> Executor:
-    """`local` with `workers` processes (1: inline, None: one per core) or `ray` (`workers` caps a local Ray instance)."""
+    """`local` with `workers` processes (1: inline, None: sized to the cores) or `ray` (`workers` caps a local Ray instance)."""
     if name == "local":
         if address is not None:
             raise ExecutorError("--address is a Ray cluster address; use it with --executor ray")
