@@ -353,13 +353,15 @@ def figures_misidentification(
 def figures_time(
     suite: str = typer.Option("pointgoal-3", "--suite", help="Suite to train tiMe on."),
     out: Path = typer.Option(Path("figures"), "--out", help="Folder for the PNG files."),
-    seed: int = typer.Option(0, "--seed", help="Training seed."),
+    seed: int = typer.Option(0, "--seed", help="Training seed (and episode seeds)."),
+    checkpoint: Optional[Path] = typer.Option(
+        None, "--checkpoint", help="A tiMe saved by `eval --algo time --checkpoints DIR` (DIR/<run>); default: train one now."),
 ) -> None:
     """The paper's Figure 2 (right) on PointGoal; Figure 3's comparison on MuJoCo suites."""
     from bmrl_bench.figures import time_figure
 
     _set_threads(0)
-    for path in time_figure(suite, out, seed):
+    for path in time_figure(suite, out, seed, checkpoint=checkpoint):
         console.print(f"wrote {path}")
 
 

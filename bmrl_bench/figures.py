@@ -16,8 +16,9 @@ from typing import Any
 
 import numpy as np
 
-from bmrl_bench.algorithms import get_algorithm, resolve_config
+from bmrl_bench.algorithms import get_algorithm, load_algorithm, resolve_config
 from bmrl_bench.data import Suite, load_suite
+from bmrl_bench.errors import BmrlError
 from bmrl_bench.harness import meta_train_data, spec_of
 from bmrl_bench.protocols import episode_seed
 
@@ -112,13 +113,19 @@ def misidentification(suite_name: str, out_dir: Path, seed: int = 0, probes: int
     return paths
 
 
-def time_figure(suite_name: str, out_dir: Path, seed: int = 0, config_name: str | None = None) -> list[Path]:
-    """Train tiMe once; plot what it does on each test task."""
+def time_figure(suite_name: str, out_dir: Path, seed: int = 0, config_name: str | None = None,
+                checkpoint: Path | None = None) -> list[Path]:
+    """Plot what tiMe does on each test task: the one saved at `checkpoint` (by `eval --checkpoints`), else one trained now."""
     suite = load_suite(suite_name, build_missing=True)
-    cls = get_algorithm("time")
-    _, config = resolve_config(cls, suite.name, suite.family.name, config_name, None)
-    algo = cls(config, spec_of(suite), seed)
-    algo.fit(meta_train_data(suite))
+    if checkpoint is not None:
+        algo = load_algorithm(checkpoint)
+        if algo.name != "time":
+            raise BmrlError(f"{checkpoint} holds a {algo.name} checkpoint, not tiMe; pass one saved by `eval --algo time --checkpoints DIR`")
+    else:
+        cls = get_algorithm("time")
+        _, config = resolve_config(cls, suite.name, suite.family.name, config_name, None)
+        algo = cls(config, spec_of(suite), seed)
+        algo.fit(meta_train_data(suite))
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     plt = _pyplot()
