@@ -365,13 +365,32 @@ class UnitCache:
             self.dir.parent.rmdir()  # `units/` itself, once no suite has finished units
 
 
+def _staging_name(kind: str = "") -> str:
+    """`<pid>-<kind><uuid>`: the owner's pid tells a live build's folder from a dead one's."""
+    return f"{os.getpid()}-{kind}{uuid.uuid4().hex}"
+
+
+def _owner_alive(name: str) -> bool:
+    pid = name.split("-", 1)[0]
+    if not pid.isdigit():
+        return False
+    try:
+        os.kill(int(pid), 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # alive, another user's
+        return True
+    return True
+
+
 def _clean_staging(root: Path) -> None:
-    """Leftovers of an interrupted build, except finished units (the resume point)."""
+    """Leftovers of interrupted builds: not finished units (the resume point), nor the
+    folders of builds still running (of other suites, or of other processes)."""
     staging = root / ".staging"
     if not staging.is_dir():
         return
     for child in staging.iterdir():
-        if child.name == "units":
+        if child.name == "units" or _owner_alive(child.name):
             continue
         if child.is_dir():
             shutil.rmtree(child, ignore_errors=True)
@@ -404,7 +423,7 @@ def _write_dataset(
             f"{dataset_id}: no policy beat the random one (ref_max {ref_max:.2f} <= ref_min {ref_min:.2f}); "
             "raise behaviour.steps_per_task or expert.max_steps in the suite card"
         )
-    staging = root / ".staging" / uuid.uuid4().hex
+    staging = root / ".staging" / _staging_name()
     staging.mkdir(parents=True)
     try:
         buffers = [
@@ -464,7 +483,7 @@ def _write_dataset(
         final = dataset_dir(dataset_id, root)
         final.parent.mkdir(parents=True, exist_ok=True)
         if final.exists():  # damaged: move it aside only now that the replacement is complete
-            trash = root / ".staging" / f"damaged-{uuid.uuid4().hex}"
+            trash = root / ".staging" / _staging_name("damaged-")
             os.replace(final, trash)
             shutil.rmtree(trash, ignore_errors=True)
         os.replace(staged, final)

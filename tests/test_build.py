@@ -153,3 +153,16 @@ def test_changed_expert_recipe_refreshes_references_only(tiny_suite: Path, monke
         assert new["bmrl_reference_returns"]["random"] == old["bmrl_reference_returns"]["random"]
         assert new["bmrl_reference_returns"]["expert"] != old["bmrl_reference_returns"]["expert"]
         assert new["bmrl_expert"]["recipe"]["seed"] == card.expert.seed + 1
+
+
+def test_clean_staging_spares_running_builds(tmp_path: Path) -> None:
+    import subprocess
+    import sys
+
+    done = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True, text=True, check=True)
+    dead, alive = int(done.stdout), os.getpid()
+    staging = tmp_path / ".staging"
+    for name in (f"{dead}-abc", f"{alive}-def", "units", "no-pid"):
+        (staging / name).mkdir(parents=True)
+    build_mod._clean_staging(tmp_path)
+    assert sorted(p.name for p in staging.iterdir()) == sorted([f"{alive}-def", "units"])
