@@ -305,7 +305,7 @@ def test_import_silences_mujoco_log(tmp_path: Path) -> None:
     )
     proc = subprocess.run(
         [sys.executable, "-c", code], cwd=tmp_path, capture_output=True, text=True,
-        env={**os.environ}, timeout=60,
+        env={**os.environ}, timeout=600,
     )
     assert proc.returncode == 0, proc.stderr
     assert "settotalmass" not in proc.stdout + proc.stderr
