@@ -135,16 +135,24 @@ def datasets_list() -> None:
 
     root = datasets_root()
     table = Table(title=f"bmrl-bench suites (datasets in {root})")
-    for col in ("suite", "family", "train tasks", "test tasks", "episode", "transitions/task", "built", "size"):
+    table.add_column("suite", no_wrap=True)  # the name users type: never cut
+    for col in ("train tasks", "test tasks", "episode", "per task", "built", "size"):
         table.add_column(col)
     for name in list_suites():
         card = get_card(name)
         missing = missing_tasks(card, root)
         built = card.num_tasks - len(missing)
-        table.add_row(name, card.family, ", ".join(f"{p:g}" for p in card.train_tasks), ", ".join(f"{p:g}" for p in card.test_tasks),
+        table.add_row(name, _task_list(card.train_tasks), _task_list(card.test_tasks),
                       str(card.episode_length), f"{card.behaviour.steps_per_task:,}", f"{built}/{card.num_tasks}",
                       _human_bytes(suite_bytes(card, root)) if built else "-")
     console.print(table)
+
+
+def _task_list(params: list[float], most: int = 4) -> str:
+    """`0, 90, 180`; a long list as its count and range, so the table fits a terminal."""
+    if len(params) <= most:
+        return ", ".join(f"{p:g}" for p in params)
+    return f"{len(params)} over [{min(params):g}, {max(params):g}]"
 
 
 @datasets_app.command("build")
