@@ -207,6 +207,7 @@ def evaluate(
     card = get_card(suite_name)
     wall: dict[str, float] = {}
 
+    commit, dirty = git_commit()  # the code that runs is the code at the start, whatever changes meanwhile
     t0 = time.perf_counter()
     executor = executor or LocalExecutor(1)
     if missing_tasks(card, datasets_root()):
@@ -244,7 +245,6 @@ def evaluate(
         if run.checkpoint is not None and checkpoint_dir is not None:
             _write_checkpoint(run.checkpoint, Path(checkpoint_dir))
 
-    commit, dirty = git_commit()
     results = {
         "schema_version": 1,
         "algorithm": {"name": algorithm, "config_name": cfg_name, "config": config_to_dict(config)},
