@@ -177,13 +177,16 @@ class TaskData:
         return out
 
     @classmethod
-    def from_dataset(cls, dataset_id: str, root: Path) -> TaskData:
+    def from_dataset(cls, dataset_id: str, root: Path, actor_only: bool = False) -> TaskData:
         """The published data and behaviour actor of one task (to recompute its references)."""
         from safetensors.numpy import load_file
 
-        ep = read_episodes(dataset_id, root)
         param = float(read_metadata(dataset_id, root)["bmrl_task_param"])
         actor = load_file(str(behaviour_policy_path(dataset_id, root)))
+        if actor_only:  # the reference units need only the actor: skip reading the episodes
+            empty = np.zeros(0)
+            return cls(param, empty, empty, empty, empty, empty, empty, actor)
+        ep = read_episodes(dataset_id, root)
         return cls(param, ep.lengths, ep.observations, ep.actions, ep.rewards, ep.terminations, ep.truncations, actor)
 
     @classmethod
@@ -641,7 +644,7 @@ def _build_suite(name: str, force: bool, progress: ProgressFn | None, executor: 
 
     def task_data(i: int, actor_only: bool = False) -> TaskData:
         if i in refresh:
-            return TaskData.from_dataset(card.dataset_id(i), root)
+            return TaskData.from_dataset(card.dataset_id(i), root, actor_only)
         return cache.load(shard_of[i], i, actor_only)
 
     ref_units = [ReferenceUnit(card, i, task_data(i, actor_only=True).actor_state) for i in todo]

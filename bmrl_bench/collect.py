@@ -140,7 +140,7 @@ class ExpertTraining:
     """How the family-wide expert's training ended: the record saved beside its weights."""
 
     steps: int
-    converged: bool  # False: stopped by max_steps
+    converged: bool  # False: stopped by max_steps before the rule fired
     curve: list[tuple[int, float]]  # (env step, mean deterministic return over the check's tasks)
 
 
@@ -196,6 +196,7 @@ def train_expert(
     warmup = min(recipe.min_steps // 10, 5000)
     curve: list[tuple[int, float]] = []
     next_check = max(warmup, recipe.eval_every)
+    converged = False
     step = 0
     while step < recipe.max_steps:
         obs = np.stack([s[2] for s in slots])
@@ -225,11 +226,11 @@ def train_expert(
         if step >= next_check:
             next_check += recipe.eval_every
             curve.append((step, check()))
-            if step >= recipe.min_steps and _converged(curve, recipe.patience, recipe.min_improvement):
+            converged = step >= recipe.min_steps and _converged(curve, recipe.patience, recipe.min_improvement)
+            if converged:
                 break
     for env, _, _ in slots:
         env.close()
-    converged = step < recipe.max_steps
     return sac, ExpertTraining(step, converged, curve)
 
 
