@@ -34,7 +34,7 @@ import torch
 from torch import Tensor
 
 from bmrl_bench.errors import CheckpointError
-from bmrl_bench.learners.nn import BatchedMLP
+from bmrl_bench.learners.nn import BatchedMLP, true_parameters
 
 __all__ = ["BCQConfig", "BatchedBCQ", "NOISE_KEYS"]
 
@@ -337,21 +337,23 @@ class BatchedBCQ:
         return self._perturb(self.actor, self._as_tensor(obs), self._as_tensor(act))
 
     # ------------------------------------------------------------------ state
-    def _named_params(self) -> list[tuple[str, Tensor, slice | None, torch.optim.Optimizer | None]]:
-        """(flat name, parameter, member slice of the stacked critic or None, its optimizer or None)."""
+    def _named_params(self) -> list[tuple[str, Tensor, tuple[slice, ...], torch.optim.Optimizer | None]]:
+        """(flat name, parameter, index of its part, its optimizer or None).
+
+        The index picks the members (the critic's first or last K for `critic1` / `critic2`) and the
+        true, unpadded block of the weight (see `BatchedLinear`): what a state dict holds.
+        """
         K = self.num_members
-        out: list[tuple[str, Tensor, slice | None, torch.optim.Optimizer | None]] = []
+        out: list[tuple[str, Tensor, tuple[slice, ...], torch.optim.Optimizer | None]] = []
         online = {"actor": (self.actor, self.actor_opt), "vae_encoder": (self.encoder, self.vae_opt),
-                  "vae_decoder": (self.decoder, self.vae_opt)}
+                  "vae_decoder": (self.decoder, self.vae_opt), "actor_target": (self.actor_target, None)}
         for prefix, (net, opt) in online.items():
-            for name, p in net.named_parameters():
-                out.append((f"{prefix}.{name}", p, None, opt))
-        for name, p in self.actor_target.named_parameters():
-            out.append((f"actor_target.{name}", p, None, None))
+            for name, p, idx in true_parameters(net):
+                out.append((f"{prefix}.{name}", p, idx, opt))
         for net, suffix, opt in ((self.critic, "", self.critic_opt), (self.critic_target, "_target", None)):
-            for name, p in net.named_parameters():
-                out.append((f"critic1{suffix}.{name}", p, slice(0, K), opt))
-                out.append((f"critic2{suffix}.{name}", p, slice(K, 2 * K), opt))
+            for name, p, idx in true_parameters(net):
+                out.append((f"critic1{suffix}.{name}", p, (slice(0, K), *idx[1:]), opt))
+                out.append((f"critic2{suffix}.{name}", p, (slice(K, 2 * K), *idx[1:]), opt))
         return out
 
     def state_dict(self) -> dict[str, Tensor]:
@@ -362,13 +364,13 @@ class BatchedBCQ:
         """
         K = self.num_members
         out: dict[str, Tensor] = {}
-        for name, p, sl, opt in self._named_params():
-            out[name] = (p.detach() if sl is None else p.detach()[sl]).clone().contiguous()
+        for name, p, idx, opt in self._named_params():
+            out[name] = p.detach()[idx].clone().contiguous()
             state = opt.state.get(p) if opt is not None else None
             if state:
                 for key in ("exp_avg", "exp_avg_sq"):
                     t = state[key].detach()
-                    out[f"adam.{name}.{key}"] = (t if sl is None else t[sl]).clone().contiguous()
+                    out[f"adam.{name}.{key}"] = t[idx].clone().contiguous()
                 out[f"adam.{name}.step"] = state["step"].detach().reshape(1).expand(K).clone()
         return out
 
@@ -394,8 +396,8 @@ class BatchedBCQ:
 
         K = self.num_members
         with torch.no_grad():
-            for name, p, sl, _ in entries:
-                dst = p if sl is None else p[sl]
+            for name, p, idx, _ in entries:
+                dst = p[idx]
                 dst.copy_(check(name, state[name], dst.shape))
         # optimizer state: all-or-nothing per optimizer
         for opt in (self.actor_opt, self.critic_opt, self.vae_opt):
@@ -407,10 +409,10 @@ class BatchedBCQ:
             if not all(have):
                 raise CheckpointError("BCQ state holds Adam moments for only some parameters of an optimizer; save it with BatchedBCQ.state_dict()")
             new: dict[Tensor, dict[str, Tensor]] = {}
-            for name, p, sl, _ in mine:
+            for name, p, idx, _ in mine:
                 st = new.setdefault(p, {"exp_avg": torch.zeros_like(p), "exp_avg_sq": torch.zeros_like(p)})
                 for key in ("exp_avg", "exp_avg_sq"):
-                    dst = st[key] if sl is None else st[key][sl]
+                    dst = st[key][idx]
                     dst.copy_(check(f"adam.{name}.{key}", state[f"adam.{name}.{key}"], dst.shape))
                 step = state[f"adam.{name}.step"]
                 if tuple(step.shape) != (K,):

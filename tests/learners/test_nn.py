@@ -6,7 +6,7 @@ import pytest
 import torch
 from torch import nn
 
-from bmrl_bench.learners.nn import BatchedLinear, BatchedMLP, member_state, stack_states
+from bmrl_bench.learners.nn import BatchedLinear, BatchedMLP, member_state, stack_states, true_parameters
 
 
 def test_batched_linear_member_k_is_its_own_linear_layer() -> None:
@@ -92,7 +92,10 @@ def test_gemm_friendly_mlp_is_the_same_function_with_the_same_gradients(hidden: 
     plain = BatchedMLP(2, 7, hidden, out, dtype=torch.float64)
     fast = BatchedMLP(2, 7, hidden, out, dtype=torch.float64, gemm_friendly=True)
     fast.load_state_dict(plain.state_dict())
-    assert [p.shape for p in fast.parameters()] == [p.shape for p in plain.parameters()]  # padding is internal
+    sd = fast.state_dict()
+    assert {n: t.shape for n, t in sd.items()} == {n: p.shape for n, p in plain.named_parameters()}  # padding is internal
+    for n, t in plain.state_dict().items():
+        assert torch.equal(sd[n], t)
     x = torch.randn(2, 9, 7, dtype=torch.float64, requires_grad=True)
     y_plain, y_fast = plain(x), fast(x)
     assert y_fast.shape == (2, 9, out)
@@ -100,8 +103,25 @@ def test_gemm_friendly_mlp_is_the_same_function_with_the_same_gradients(hidden: 
     g = torch.randn_like(y_plain)
     grads_plain = torch.autograd.grad(y_plain, [x, *plain.parameters()], g)
     grads_fast = torch.autograd.grad(y_fast, [x, *fast.parameters()], g)
-    for a, b in zip(grads_fast, grads_plain):
-        assert a.shape == b.shape and a.is_contiguous()
-        torch.testing.assert_close(a, b, rtol=0, atol=1e-12)
+    torch.testing.assert_close(grads_fast[0], grads_plain[0], rtol=0, atol=1e-12)
+    for (name, p, idx), a, b in zip(true_parameters(fast), grads_fast[1:], grads_plain[1:]):
+        assert a.shape == p.shape and a.is_contiguous()
+        torch.testing.assert_close(a[idx], b, rtol=0, atol=1e-12)
+        pad = torch.ones_like(a, dtype=torch.bool)
+        pad[idx] = False
+        assert not a[pad].any(), f"{name}: padding got a nonzero gradient"  # so Adam keeps it at exactly 0
+        assert not p.detach()[pad].any()
     params = [p.detach() for p in fast.parameters()]
     torch.testing.assert_close(fast.forward_with(x, params), y_fast, rtol=0, atol=0)
+
+
+def test_padded_layer_draws_the_unpadded_initialization() -> None:
+    plain = BatchedLinear(3, 5, 750)
+    padded = BatchedLinear(3, 5, 750, pad_in=4, pad_out=2)
+    assert padded.weight.shape == (3, 9, 752) and padded.bias.shape == (3, 1, 752)
+    for layer in (plain, padded):
+        layer.reset_parameters(torch.Generator().manual_seed(11))
+    assert torch.equal(padded.weight[:, :5, :750], plain.weight) and torch.equal(padded.bias[..., :750], plain.bias)
+    assert not padded.weight[:, 5:].any() and not padded.weight[..., 750:].any() and not padded.bias[..., 750:].any()
+    with pytest.raises(RuntimeError, match="size mismatch"):
+        padded.load_state_dict({"weight": torch.zeros(3, 9, 752), "bias": torch.zeros(3, 1, 750)})
