@@ -22,6 +22,7 @@ import hashlib
 import json
 import os
 import shutil
+import sys
 import time
 import uuid
 from collections.abc import Callable, Iterator
@@ -368,6 +369,9 @@ class UnitCache:
             self.dir.parent.rmdir()  # `units/` itself, once no suite has finished units
 
 
+LOCKS = "locks"  # `<root>/.staging/locks/<suite>.lock`: see `_suite_lock`
+
+
 def _staging_name(kind: str = "") -> str:
     """`<pid>-<kind><uuid>`: the owner's pid tells a live build's folder from a dead one's."""
     return f"{os.getpid()}-{kind}{uuid.uuid4().hex}"
@@ -393,7 +397,7 @@ def _clean_staging(root: Path) -> None:
     if not staging.is_dir():
         return
     for child in staging.iterdir():
-        if child.name == "units" or _owner_alive(child.name):
+        if child.name in ("units", LOCKS) or _owner_alive(child.name):
             continue
         if child.is_dir():
             shutil.rmtree(child, ignore_errors=True)
@@ -587,8 +591,32 @@ def build_suite(name: str, force: bool = False, progress: ProgressFn | None = No
     the same bytes (checksums) on every machine of a kind. `force` also discards
     finished units of an earlier, interrupted build.
     """
-    with _torch_threads(1):
+    with _torch_threads(1), _suite_lock(name, datasets_root()):
         return _build_suite(name, force, progress, executor or LocalExecutor(1))
+
+
+@contextlib.contextmanager
+def _suite_lock(name: str, root: Path) -> Iterator[None]:
+    """One build of a suite at a time per datasets root. A second one (say two evals started
+    together on a fresh machine) waits, then finds the datasets built instead of training the
+    same expert and shards again."""
+    try:
+        import fcntl
+    except ImportError:  # no flock (Windows): concurrent builds of one suite are the user's to avoid
+        yield
+        return
+    path = root / ".staging" / LOCKS / f"{name}.lock"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with open(path, "a") as f:
+        try:
+            fcntl.flock(f, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            print(f"bmrl-bench: another process is building {name} in {root}; waiting for it to finish", file=sys.stderr)
+            fcntl.flock(f, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(f, fcntl.LOCK_UN)
 
 
 def _build_suite(name: str, force: bool, progress: ProgressFn | None, executor: Executor) -> BuildReport:

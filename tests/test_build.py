@@ -130,7 +130,8 @@ def test_failed_build_publishes_nothing_and_rerun_finishes(monkeypatch: pytest.M
     assert report.skipped == [card.dataset_id(0)]
     assert report.built == [card.dataset_id(1), card.dataset_id(2)]
     assert all(r.status == "ok" for r in verify_suite(TINY))
-    assert not (_minari_root / ".staging").exists() or not any((_minari_root / ".staging").iterdir())
+    staging = _minari_root / ".staging"
+    assert not staging.exists() or {p.name for p in staging.iterdir()} <= {build_mod.LOCKS}
 
 
 def test_changed_expert_recipe_refreshes_references_only(tiny_suite: Path, monkeypatch: pytest.MonkeyPatch) -> None:
@@ -162,7 +163,27 @@ def test_clean_staging_spares_running_builds(tmp_path: Path) -> None:
     done = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True, text=True, check=True)
     dead, alive = int(done.stdout), os.getpid()
     staging = tmp_path / ".staging"
-    for name in (f"{dead}-abc", f"{alive}-def", "units", "no-pid"):
+    for name in (f"{dead}-abc", f"{alive}-def", "units", "no-pid", build_mod.LOCKS):
         (staging / name).mkdir(parents=True)
     build_mod._clean_staging(tmp_path)
-    assert sorted(p.name for p in staging.iterdir()) == sorted([f"{alive}-def", "units"])
+    assert sorted(p.name for p in staging.iterdir()) == sorted([f"{alive}-def", "units", build_mod.LOCKS])
+
+
+def test_second_build_of_a_suite_waits_for_the_first(tiny_suite: Path) -> None:
+    import fcntl
+    import threading
+
+    lock = tiny_suite / ".staging" / build_mod.LOCKS / f"{TINY}.lock"
+    lock.parent.mkdir(parents=True, exist_ok=True)
+    reports: list[object] = []
+    with open(lock, "a") as held:  # another build of the suite is running
+        fcntl.flock(held, fcntl.LOCK_EX)
+        second = threading.Thread(target=lambda: reports.append(build_suite(TINY)))
+        second.start()
+        second.join(timeout=1.0)
+        assert second.is_alive() and not reports  # it waits instead of building beside the first
+        fcntl.flock(held, fcntl.LOCK_UN)
+    second.join(timeout=60)
+    assert not second.is_alive()
+    card = get_card(TINY)
+    assert reports[0].built == [] and len(reports[0].skipped) == card.num_tasks  # the first one built it all
