@@ -91,6 +91,9 @@ class BatchedLinear(nn.Module):
                 continue
             with torch.no_grad():
                 dst.copy_(state_dict[key])
+        if strict:  # as nn.Module's own loader: a key of this layer that names no parameter is an error
+            unexpected_keys.extend(k for k in state_dict
+                                   if k.startswith(prefix) and k[len(prefix):].split(".", 1)[0] not in self.true_index)
 
     def extra_repr(self) -> str:
         pad = self.weight.shape[1] - self.in_features, self.weight.shape[2] - self.out_features

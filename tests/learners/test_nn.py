@@ -125,3 +125,8 @@ def test_padded_layer_draws_the_unpadded_initialization() -> None:
     assert not padded.weight[:, 5:].any() and not padded.weight[..., 750:].any() and not padded.bias[..., 750:].any()
     with pytest.raises(RuntimeError, match="size mismatch"):
         padded.load_state_dict({"weight": torch.zeros(3, 9, 752), "bias": torch.zeros(3, 1, 750)})
+    with pytest.raises(RuntimeError, match="Unexpected key.*scale"):
+        padded.load_state_dict({**plain.state_dict(), "scale": torch.ones(1)})
+    mlp = BatchedMLP(2, 3, (20,), 1, gemm_friendly=True)
+    with pytest.raises(RuntimeError, match=r"Unexpected key.*layers\.0\.scale"):
+        mlp.load_state_dict({**mlp.state_dict(), "layers.0.scale": torch.ones(1)})
