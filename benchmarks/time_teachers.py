@@ -1,0 +1,135 @@
+"""How good are tiMe's phase-1 teachers? The ceiling of what phase 2 can distill.
+
+Trains the phase-1 learners of `--suite` (one per meta-train task, as `bmrl-bench eval
+--algo time` does, same seed and same update sequence) and, at each of `--steps`:
+- scores every teacher on its own meta-train task (it knows its task: no identification);
+- scores, on every meta-test task, the teacher of the nearest meta-train task (a perfect
+  identification followed by nearest-neighbour generalization).
+Each checkpoint is also written to the phase-1 cache under the key that `eval --algo time
+--set phase1_steps=N` looks up: the first N updates are the same whatever the total, so a
+later eval reuses them instead of training again.
+
+    python benchmarks/time_teachers.py --suite halfcheetah-vel-lite --steps 3000,10000 --out results/teachers.json
+
+Prints per-task normalized returns (the suite's reference scores) and writes them as JSON.
+"""
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import hashlib
+import json
+import os
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from baselines.time_distill import CONFIGS, TaskSampler, TiMe, cache_root
+from bmrl_bench.data import TaskInfo, load_suite
+from bmrl_bench.harness import meta_train_data, spec_of
+from bmrl_bench.metrics import normalize
+
+
+def shooting_policy(learner: Any, act_dim: int, shots: int, seed: int) -> Callable[[np.ndarray], np.ndarray]:
+    """tiMe's PointGoal acting, on each teacher's own critic: the best of `shots` uniform actions by Q."""
+    gen = torch.Generator().manual_seed(seed)
+
+    def act(obs: np.ndarray) -> np.ndarray:
+        k = obs.shape[0]
+        cand = torch.rand(k, shots, act_dim, generator=gen) * 2.0 - 1.0
+        q = learner.q_value(torch.as_tensor(obs).unsqueeze(1).expand(k, shots, -1), cand)  # (K, shots)
+        return cand[torch.arange(k), q.argmax(1)].numpy()
+
+    return act
+
+
+def run_episodes(policy: Callable[[np.ndarray], np.ndarray], k: int, suite: Any, tasks: list[TaskInfo], members: list[int],
+                 episodes: int, seed: int) -> np.ndarray:
+    """Mean return over `episodes` of member `members[i]` on `tasks[i]`, all envs stepped in lockstep: (len(tasks),).
+
+    `policy` maps the K members' observations (K, o) to their actions (K, a)."""
+    envs = [suite.family.make(t.param, max_episode_steps=suite.card.episode_length) for t in tasks]
+    totals = np.zeros(len(tasks))
+    for e in range(episodes):
+        obs = np.stack([env.reset(seed=seed * 1000 + 17 * i + e)[0] for i, env in enumerate(envs)]).astype(np.float32)
+        done = np.zeros(len(tasks), dtype=bool)
+        while not done.all():
+            full = np.zeros((k, obs.shape[1]), dtype=np.float32)
+            full[members] = obs
+            act = policy(full)[members]
+            for i, env in enumerate(envs):
+                if done[i]:
+                    continue
+                o, r, term, trunc, _ = env.step(act[i])
+                totals[i] += r
+                obs[i] = o
+                done[i] = term or trunc
+    for env in envs:
+        env.close()
+    return totals / episodes
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--suite", default="halfcheetah-vel-lite")
+    ap.add_argument("--config", default=None, help="tiMe config name (default: the suite's)")
+    ap.add_argument("--steps", default="3000", help="comma-separated phase-1 update counts to score at")
+    ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--episodes", type=int, default=3)
+    ap.add_argument("--out", type=Path, default=None)
+    args = ap.parse_args()
+
+    torch.set_num_threads(int(os.environ.get("BMRL_BENCH_THREADS", "2")))
+    suite = load_suite(args.suite)
+    data = meta_train_data(suite)
+    checkpoints = sorted(int(s) for s in args.steps.split(","))
+    base = CONFIGS[args.config or args.suite]
+    algo = TiMe(dataclasses.replace(base, phase1_steps=checkpoints[-1]), spec_of(suite), args.seed)
+    sampler = TaskSampler(data.batch, data.num_tasks, "cpu")
+    learner = algo._phase1_learner(data.num_tasks)
+    gen = torch.Generator().manual_seed(args.seed)  # the same stream as TiMe.train_phase1
+    checksum = hashlib.sha256(data.batch.observations.tobytes() + data.batch.rewards.tobytes()).hexdigest()
+
+    train, test = suite.train_tasks, suite.test_tasks
+    params = np.array([t.param for t in train])
+    nearest = [int(np.abs(params - t.param).argmin()) for t in test]
+    rows = []
+    train_s, step = 0.0, 0
+    for n in checkpoints:
+        t0 = time.perf_counter()
+        while step < n:
+            learner.update(sampler.gather(sampler.indices((base.phase1_batch_size,), gen)))
+            step += 1
+        train_s += time.perf_counter() - t0
+        probe = TiMe(dataclasses.replace(base, phase1_steps=n), spec_of(suite), args.seed)
+        path = cache_root() / "phase1" / probe.phase1_key(data, [checksum]) / "weights.safetensors"
+        if not path.exists():
+            from safetensors.torch import save_file
+
+            path.parent.mkdir(parents=True, exist_ok=True)
+            save_file({k: v.contiguous() for k, v in learner.state_dict().items()}, str(path.with_suffix(".tmp")))
+            os.replace(path.with_suffix(".tmp"), path)
+        row: dict[str, Any] = {"phase1_steps": n, "train_seconds": round(train_s, 1)}
+        policies = {"actor": (lambda o: learner.act(o, deterministic=True)) if base.phase1 == "sac" else learner.act}
+        if base.phase1 == "sac":  # what tiMe does with Q_S, here with the teacher's own Q
+            policies["shooting"] = shooting_policy(learner, suite.train.actions.shape[1], base.shooting_actions, args.seed)
+        for how, policy in policies.items():
+            for label, tasks, members in (("own_task", train, list(range(len(train)))), ("nearest_teacher_on_test", test, nearest)):
+                ret = run_episodes(policy, data.num_tasks, suite, tasks, members, args.episodes, args.seed)
+                norm = [float(normalize(np.array(r), t.ref_min, t.ref_max)) for r, t in zip(ret, tasks)]
+                row[f"{label} ({how})"] = {"returns": ret.round(1).tolist(), "normalized": np.round(norm, 3).tolist(),
+                                           "mean": round(float(np.mean(norm)), 3)}
+        row["nearest_teacher"] = nearest
+        rows.append(row)
+        print(json.dumps(row), flush=True)
+    if args.out:
+        args.out.parent.mkdir(parents=True, exist_ok=True)
+        args.out.write_text(json.dumps({"suite": args.suite, "seed": args.seed, "episodes": args.episodes, "rows": rows}, indent=1))
+
+
+if __name__ == "__main__":
+    main()
