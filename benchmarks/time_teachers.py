@@ -6,8 +6,9 @@ Trains the phase-1 learners of `--suite` (one per meta-train task, as `bmrl-benc
 - scores, on every meta-test task, the teacher of the nearest meta-train task (a perfect
   identification followed by nearest-neighbour generalization).
 Each checkpoint is also written to the phase-1 cache under the key that `eval --algo time
---set phase1_steps=N` looks up: the first N updates are the same whatever the total, so a
-later eval reuses them instead of training again.
+--set phase1_steps=N` looks up (the first N updates are the same whatever the total, so the
+file is byte for byte what that eval would train); checkpoints already cached are loaded, so
+a second run only scores.
 
     python benchmarks/time_teachers.py --suite halfcheetah-vel-lite --steps 3000,10000 --out results/teachers.json
 
@@ -27,9 +28,10 @@ from typing import Any
 
 import numpy as np
 import torch
+from safetensors.torch import load_file, save_file
 
 from baselines.time_distill import CONFIGS, TaskSampler, TiMe, cache_root
-from bmrl_bench.data import TaskInfo, load_suite
+from bmrl_bench.data import TaskInfo, load_suite, read_episodes
 from bmrl_bench.harness import meta_train_data, spec_of
 from bmrl_bench.metrics import normalize
 
@@ -97,26 +99,42 @@ def main() -> None:
     train, test = suite.train_tasks, suite.test_tasks
     params = np.array([t.param for t in train])
     nearest = [int(np.abs(params - t.param).argmin()) for t in test]
+    # The behaviour data's own ceiling on each test task: what a learner that imitated the best of its
+    # task's behaviour would score (BCQ stays close to the data; the test tasks' data is never trained on).
+    data_ceiling = {}
+    for t in test:
+        r = read_episodes(t.dataset_id, suite.root).episode_returns()
+        data_ceiling[str(t.param)] = {k: round(float(normalize(np.array(v), t.ref_min, t.ref_max)), 3)
+                                      for k, v in (("last_10_episodes", r[-10:].mean()), ("best_episode", r.max()))}
+    print(json.dumps({"behaviour_data_on_test": data_ceiling}), flush=True)
     rows = []
+    def cache_path(n: int) -> Path:
+        probe = TiMe(dataclasses.replace(base, phase1_steps=n), spec_of(suite), args.seed)
+        return cache_root() / "phase1" / probe.phase1_key(data, [checksum]) / "weights.safetensors"
+
+    # Train only as far as the last checkpoint that is not cached yet; cached ones are loaded.
+    last_new = max((n for n in checkpoints if not cache_path(n).exists()), default=0)
     train_s, step = 0.0, 0
     for n in checkpoints:
-        t0 = time.perf_counter()
-        while step < n:
-            learner.update(sampler.gather(sampler.indices((base.phase1_batch_size,), gen)))
-            step += 1
-        train_s += time.perf_counter() - t0
-        probe = TiMe(dataclasses.replace(base, phase1_steps=n), spec_of(suite), args.seed)
-        path = cache_root() / "phase1" / probe.phase1_key(data, [checksum]) / "weights.safetensors"
-        if not path.exists():
-            from safetensors.torch import save_file
-
-            path.parent.mkdir(parents=True, exist_ok=True)
-            save_file({k: v.contiguous() for k, v in learner.state_dict().items()}, str(path.with_suffix(".tmp")))
-            os.replace(path.with_suffix(".tmp"), path)
-        row: dict[str, Any] = {"phase1_steps": n, "train_seconds": round(train_s, 1)}
-        policies = {"actor": (lambda o: learner.act(o, deterministic=True)) if base.phase1 == "sac" else learner.act}
+        path = cache_path(n)
+        if n <= last_new:
+            t0 = time.perf_counter()
+            while step < n:
+                learner.update(sampler.gather(sampler.indices((base.phase1_batch_size,), gen)))
+                step += 1
+            train_s += time.perf_counter() - t0
+            if not path.exists():
+                path.parent.mkdir(parents=True, exist_ok=True)
+                save_file({k: v.contiguous() for k, v in learner.state_dict().items()}, str(path.with_suffix(".tmp")))
+                os.replace(path.with_suffix(".tmp"), path)
+            teacher = learner
+        else:
+            teacher = algo._phase1_learner(data.num_tasks)
+            teacher.load_state_dict(load_file(str(path)))
+        row: dict[str, Any] = {"phase1_steps": n, "train_seconds": round(train_s, 1) if n <= last_new else "cached"}
+        policies = {"actor": (lambda o: teacher.act(o, deterministic=True)) if base.phase1 == "sac" else teacher.act}
         if base.phase1 == "sac":  # what tiMe does with Q_S, here with the teacher's own Q
-            policies["shooting"] = shooting_policy(learner, suite.train.actions.shape[1], base.shooting_actions, args.seed)
+            policies["shooting"] = shooting_policy(teacher, suite.train.actions.shape[1], base.shooting_actions, args.seed)
         for how, policy in policies.items():
             for label, tasks, members in (("own_task", train, list(range(len(train)))), ("nearest_teacher_on_test", test, nearest)):
                 ret = run_episodes(policy, data.num_tasks, suite, tasks, members, args.episodes, args.seed)
@@ -126,9 +144,13 @@ def main() -> None:
         row["nearest_teacher"] = nearest
         rows.append(row)
         print(json.dumps(row), flush=True)
-    if args.out:
-        args.out.parent.mkdir(parents=True, exist_ok=True)
-        args.out.write_text(json.dumps({"suite": args.suite, "seed": args.seed, "episodes": args.episodes, "rows": rows}, indent=1))
+        if args.out:  # after every checkpoint, so a stopped run keeps what it measured
+            args.out.parent.mkdir(parents=True, exist_ok=True)
+            report = {"suite": args.suite, "seed": args.seed, "episodes": args.episodes,
+                      "behaviour_data_on_test": data_ceiling, "rows": rows}
+            tmp = args.out.with_suffix(".tmp")
+            tmp.write_text(json.dumps(report, indent=1))
+            os.replace(tmp, args.out)
 
 
 if __name__ == "__main__":
