@@ -1,0 +1,74 @@
+"""The tiMe diagnosis scripts in benchmarks/ agree with the harness they stand beside."""
+from __future__ import annotations
+
+import dataclasses
+import importlib.util
+import json
+import sys
+from pathlib import Path
+from types import ModuleType
+
+import numpy as np
+import pytest
+
+from baselines.time_distill import CONFIGS, TiMe
+from bmrl_bench.data import load_suite
+from bmrl_bench.harness import evaluate, meta_train_data, spec_of
+from bmrl_bench.results import normalized_scores, parse_results
+
+from .conftest import TINY
+
+SCRIPTS = Path(__file__).resolve().parents[1] / "benchmarks"
+
+
+def _script(name: str) -> ModuleType:
+    spec = importlib.util.spec_from_file_location(name, SCRIPTS / f"{name}.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def _run(name: str, args: list[str], monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(sys, "argv", [name, *args])
+    _script(name).main()
+
+
+def test_time_context_at_the_configs_context_reproduces_the_harness(tiny_suite: Path, tmp_path: Path,
+                                                                    monkeypatch: pytest.MonkeyPatch) -> None:
+    small = {"phase1_steps": 20, "phase2_steps": 20, "phase1_hidden": (16, 16), "q_hidden": (16, 16), "test_context": 1}
+    run = evaluate("time", TINY, seeds=[0, 1], overrides=small, out_dir=None, checkpoint_dir=tmp_path / "ckpt")
+    suite = load_suite(TINY)
+    refs = {t.index: (t.ref_min, t.ref_max) for t in suite.test_tasks}
+    want = normalized_scores(parse_results(run.results, "eval"), refs).mean(axis=0)  # (tasks,)
+
+    _run("time_context", ["--suite", TINY, "--checkpoints", str(tmp_path / "ckpt"), "--contexts", "1,0",
+                          "--out", str(tmp_path / "ctx.json")], monkeypatch)
+    report = json.loads((tmp_path / "ctx.json").read_text())
+    assert report["runs"] == [f"time-{TINY}-seed0", f"time-{TINY}-seed1"]
+    np.testing.assert_allclose(report["contexts"]["1"]["per_task"], want, atol=1e-3)  # rounded to 3 decimals
+    angles = report["contexts"]["0"]["final_angle_median"]
+    assert set(angles) == {str(t.param) for t in suite.test_tasks}
+
+
+def test_time_teachers_writes_the_phase1_cache_entry_eval_would_train(tiny_suite: Path, tmp_path: Path,
+                                                                      monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("BMRL_BENCH_CACHE", str(tmp_path / "script-cache"))
+    _run("time_teachers", ["--suite", TINY, "--config", "pointgoal", "--steps", "3,6", "--episodes", "1",
+                           "--out", str(tmp_path / "teachers.json")], monkeypatch)
+    report = json.loads((tmp_path / "teachers.json").read_text())
+    assert [row["phase1_steps"] for row in report["rows"]] == [3, 6]
+    num_train = len(load_suite(TINY).train_tasks)
+    for row in report["rows"]:
+        assert len(row["own_task (actor)"]["normalized"]) == num_train
+        assert len(row["nearest_teacher_on_test (shooting)"]["normalized"]) == len(row["nearest_teacher"]) == len(load_suite(TINY).test_tasks)
+    scripted = sorted((tmp_path / "script-cache" / "phase1").glob("*/weights.safetensors"))
+    assert len(scripted) == 2
+
+    # What TiMe.fit trains for phase1_steps=6 in an empty cache is, byte for byte, the script's entry.
+    monkeypatch.setenv("BMRL_BENCH_CACHE", str(tmp_path / "eval-cache"))
+    suite = load_suite(TINY)
+    algo = TiMe(dataclasses.replace(CONFIGS["pointgoal"], phase1_steps=6, phase2_steps=1), spec_of(suite), 0)
+    algo.fit(meta_train_data(suite))
+    (trained,) = (tmp_path / "eval-cache" / "phase1").glob("*/weights.safetensors")
+    same = [p for p in scripted if p.parent.name == trained.parent.name]
+    assert len(same) == 1 and same[0].read_bytes() == trained.read_bytes()
