@@ -17,3 +17,18 @@ bmrl-bench leaderboard
 bmrl-bench figures misidentification --suite pointgoal-3 --out figures/
 bmrl-bench figures time --suite pointgoal-3 --out figures/
 bmrl-bench figures time --suite halfcheetah-vel-lite --out figures/
+
+# tiMe against its targets (README): the ablations behind the two missed targets. Not submitted.
+bmrl-bench eval --algo time --suite pointgoal-semicircle --seeds 0-4 --checkpoints ckpt/ --out results/ablations/
+python benchmarks/time_context.py --suite pointgoal-semicircle --checkpoints ckpt/ --contexts 1,4,0
+python benchmarks/time_context.py --suite pointgoal-semicircle --checkpoints ckpt/ --contexts 1,0 --protocol offline-context
+bmrl-bench eval --algo time --suite pointgoal-semicircle --seeds 0-2 --set context_size=4 --set test_context=0 --checkpoints ckpt-context4/ --out results/ablations/
+python benchmarks/time_context.py --suite pointgoal-semicircle --checkpoints ckpt-context4/ --contexts 0 --protocol offline-context
+for seed in 0 1 2; do
+  python benchmarks/time_teachers.py --suite halfcheetah-vel-lite --steps 3000,6000,10000 --episodes 5 --seed "$seed" --out "results/ablations/teachers-s$seed.json"
+done
+for p1 in 3000 10000; do
+  for p2 in 3000 30000; do
+    bmrl-bench eval --algo time --suite halfcheetah-vel-lite --seeds 0-2 --set phase1_steps=$p1 --set phase2_steps=$p2 --out results/ablations/
+  done
+done
