@@ -29,6 +29,7 @@ from torch import nn
 
 from bmrl_bench.algorithms import EnvSpec, LogFn, MetaTrainData, config_to_dict, null_log, read_checkpoint, save_checkpoint
 from bmrl_bench.data import Batch
+from bmrl_bench.fsutil import atomic_write_bytes
 
 
 # ----------------------------------------------------------------------------- config
@@ -296,12 +297,22 @@ class TiMe:
                "seed": self.seed, "tasks": data.num_tasks, "format": 1}
         return hashlib.sha256(json.dumps(key, sort_keys=True).encode()).hexdigest()[:20]
 
+    def phase1_cache_path(self, data: MetaTrainData) -> Path:
+        """Where phase 1's learners for `data` under this config and seed are cached."""
+        checksum = hashlib.sha256(data.batch.observations.tobytes() + data.batch.rewards.tobytes()).hexdigest()
+        return cache_root() / "phase1" / self.phase1_key(data, [checksum]) / "weights.safetensors"
+
+    @staticmethod
+    def save_phase1(learner: Any, path: Path) -> None:
+        from safetensors.torch import save
+
+        atomic_write_bytes(path, save({k: v.contiguous() for k, v in learner.state_dict().items()}))
+
     def train_phase1(self, data: MetaTrainData, sampler: TaskSampler, log: LogFn) -> Any:
-        from safetensors.torch import load_file, save_file
+        from safetensors.torch import load_file
 
         learner = self._phase1_learner(data.num_tasks)
-        checksum = hashlib.sha256(data.batch.observations.tobytes() + data.batch.rewards.tobytes()).hexdigest()
-        path = cache_root() / "phase1" / self.phase1_key(data, [checksum]) / "weights.safetensors"
+        path = self.phase1_cache_path(data)
         if path.exists():
             learner.load_state_dict(load_file(str(path)))
             log(f"phase 1 ({self.config.phase1} x{data.num_tasks}, cached)", 1, 1, {})
@@ -312,10 +323,7 @@ class TiMe:
             metrics = learner.update(sampler.gather(sampler.indices((self.config.phase1_batch_size,), gen)))
             if step % self.config.log_every == 0 or step == total:
                 log(f"phase 1 ({self.config.phase1} x{data.num_tasks})", step, total, metrics)
-        path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = path.with_suffix(".tmp")
-        save_file({k: v.contiguous() for k, v in learner.state_dict().items()}, str(tmp))
-        os.replace(tmp, path)
+        self.save_phase1(learner, path)
         return learner
 
     # -- phase 2 ----------------------------------------------------------------

@@ -23,6 +23,7 @@ import numpy as np
 
 from baselines.time_distill import TiMe
 from bmrl_bench.data import Batch, Suite, load_suite
+from bmrl_bench.fsutil import atomic_write_text
 from bmrl_bench.metrics import iqm, normalize
 from bmrl_bench.protocols import PROTOCOLS, episode_seed
 
@@ -87,8 +88,7 @@ def main() -> None:
         report["contexts"][str(n)] = row
         print(f"test_context {n}: {json.dumps(row)}", flush=True)
     if args.out:
-        args.out.parent.mkdir(parents=True, exist_ok=True)
-        args.out.write_text(json.dumps(report, indent=1))
+        atomic_write_text(args.out, json.dumps(report, indent=1))
 
 
 if __name__ == "__main__":

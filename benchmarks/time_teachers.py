@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
-import hashlib
 import json
 import os
 import time
@@ -28,10 +27,11 @@ from typing import Any
 
 import numpy as np
 import torch
-from safetensors.torch import load_file, save_file
+from safetensors.torch import load_file
 
-from baselines.time_distill import CONFIGS, TaskSampler, TiMe, cache_root
+from baselines.time_distill import CONFIGS, TaskSampler, TiMe
 from bmrl_bench.data import TaskInfo, load_suite, read_episodes
+from bmrl_bench.fsutil import atomic_write_text
 from bmrl_bench.harness import meta_train_data, spec_of
 from bmrl_bench.metrics import normalize
 
@@ -94,7 +94,6 @@ def main() -> None:
     sampler = TaskSampler(data.batch, data.num_tasks, "cpu")
     learner = algo._phase1_learner(data.num_tasks)
     gen = torch.Generator().manual_seed(args.seed)  # the same stream as TiMe.train_phase1
-    checksum = hashlib.sha256(data.batch.observations.tobytes() + data.batch.rewards.tobytes()).hexdigest()
 
     train, test = suite.train_tasks, suite.test_tasks
     params = np.array([t.param for t in train])
@@ -108,9 +107,9 @@ def main() -> None:
                                       for k, v in (("last_10_episodes", r[-10:].mean()), ("best_episode", r.max()))}
     print(json.dumps({"behaviour_data_on_test": data_ceiling}), flush=True)
     rows = []
+
     def cache_path(n: int) -> Path:
-        probe = TiMe(dataclasses.replace(base, phase1_steps=n), spec_of(suite), args.seed)
-        return cache_root() / "phase1" / probe.phase1_key(data, [checksum]) / "weights.safetensors"
+        return TiMe(dataclasses.replace(base, phase1_steps=n), spec_of(suite), args.seed).phase1_cache_path(data)
 
     # Train only as far as the last checkpoint that is not cached yet; cached ones are loaded.
     last_new = max((n for n in checkpoints if not cache_path(n).exists()), default=0)
@@ -124,9 +123,7 @@ def main() -> None:
                 step += 1
             train_s += time.perf_counter() - t0
             if not path.exists():
-                path.parent.mkdir(parents=True, exist_ok=True)
-                save_file({k: v.contiguous() for k, v in learner.state_dict().items()}, str(path.with_suffix(".tmp")))
-                os.replace(path.with_suffix(".tmp"), path)
+                TiMe.save_phase1(learner, path)
             teacher = learner
         else:
             teacher = algo._phase1_learner(data.num_tasks)
@@ -145,12 +142,9 @@ def main() -> None:
         rows.append(row)
         print(json.dumps(row), flush=True)
         if args.out:  # after every checkpoint, so a stopped run keeps what it measured
-            args.out.parent.mkdir(parents=True, exist_ok=True)
             report = {"suite": args.suite, "seed": args.seed, "episodes": args.episodes,
                       "behaviour_data_on_test": data_ceiling, "rows": rows}
-            tmp = args.out.with_suffix(".tmp")
-            tmp.write_text(json.dumps(report, indent=1))
-            os.replace(tmp, args.out)
+            atomic_write_text(args.out, json.dumps(report, indent=1))
 
 
 if __name__ == "__main__":
