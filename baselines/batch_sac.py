@@ -4,23 +4,25 @@ No environment steps and no task labels: every minibatch mixes transitions of al
 meta-train tasks. Proposition 1 of the paper says its critic converges to the optimal
 Q of the "average" MDP, so on a family of tasks it acts for no task in particular;
 this baseline exists to show that failure honestly.
+
+Its `fit` also takes `callback(step, sac)` (`algorithms.ProbedFit`): the misidentification
+figure reads the critic of the `BatchedSAC` while it trains.
 """
 from __future__ import annotations
 
-from collections.abc import Callable
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any, ClassVar
 
 import numpy as np
 import torch
 
-from bmrl_bench.algorithms import EnvSpec, LogFn, MetaTrainData, null_log, read_checkpoint, save_checkpoint
+from bmrl_bench.algorithms import BaseAlgorithm, ContextFreeAgent, EnvSpec, FitCallback, LogFn, MetaTrainData, null_log
+from bmrl_bench.config_checks import AT_LEAST_1, DISCOUNT, POLYAK, POSITIVE, CheckedConfig
 from bmrl_bench.learners.sac import BatchedSAC, SACConfig
 
 
 @dataclass(frozen=True)
-class BatchSACConfig:
+class BatchSACConfig(CheckedConfig):
     steps: int = 5000
     """Gradient updates on the pooled meta-train batches."""
     batch_size: int = 256
@@ -36,6 +38,9 @@ class BatchSACConfig:
     log_every: int = 100
     """Report training metrics every this many updates."""
 
+    RANGES = {"steps": AT_LEAST_1, "batch_size": AT_LEAST_1, "hidden": AT_LEAST_1, "lr": POSITIVE, "gamma": DISCOUNT,
+              "tau": POLYAK, "log_every": AT_LEAST_1}
+
 
 def sample_pooled(tensors: dict[str, torch.Tensor], batch_size: int, generator: torch.Generator) -> dict[str, torch.Tensor]:
     """A (1, B, ...) minibatch drawn uniformly from a flat pooled buffer."""
@@ -44,23 +49,17 @@ def sample_pooled(tensors: dict[str, torch.Tensor], batch_size: int, generator: 
     return {k: v[idx].unsqueeze(0) for k, v in tensors.items()}
 
 
-class _PolicyAgent:
-    """A context-free agent: Batch SAC has no way to tell tasks apart."""
+class _PolicyAgent(ContextFreeAgent):
+    """Batch SAC has no way to tell tasks apart."""
 
     def __init__(self, sac: BatchedSAC) -> None:
         self.sac = sac
 
-    def reset(self) -> None:
-        pass
-
     def act(self, obs: np.ndarray) -> np.ndarray:
         return self.sac.act(obs[None], deterministic=True)[0]
 
-    def observe(self, obs: np.ndarray, action: np.ndarray, reward: float, next_obs: np.ndarray, terminal: bool) -> None:
-        pass
 
-
-class BatchSAC:
+class BatchSAC(BaseAlgorithm):
     name: ClassVar[str] = "batch-sac"
     config_cls: ClassVar[type] = BatchSACConfig
     configs: ClassVar[dict[str, Any]] = {
@@ -73,7 +72,7 @@ class BatchSAC:
     }
 
     def __init__(self, config: BatchSACConfig, spec: EnvSpec, seed: int, device: str = "cpu") -> None:
-        self.config, self.spec, self.seed, self.device = config, spec, seed, device
+        super().__init__(config, spec, seed, device)
         sac_config = SACConfig(hidden=tuple(config.hidden), lr=config.lr, gamma=config.gamma, tau=config.tau,
                                batch_size=config.batch_size, device=device)
         self.sac = BatchedSAC(1, spec.obs_dim, spec.act_dim, sac_config, seed=seed)
@@ -82,7 +81,7 @@ class BatchSAC:
         self,
         data: MetaTrainData,
         log: LogFn = null_log,
-        callback: Callable[[int, BatchedSAC], None] | None = None,
+        callback: FitCallback | None = None,
         callback_every: int = 0,
     ) -> None:
         """`callback(step, sac)` every `callback_every` updates: the misidentification figure's probe."""
@@ -99,12 +98,8 @@ class BatchSAC:
     def make_agent(self) -> _PolicyAgent:
         return _PolicyAgent(self.sac)
 
-    def save(self, path: Path) -> None:
-        save_checkpoint(path, self.name, self.config, self.spec, self.seed, self.sac.state_dict())
+    def state_dict(self) -> dict[str, torch.Tensor]:
+        return self.sac.state_dict()
 
-    @classmethod
-    def load(cls, path: Path, device: str = "cpu") -> BatchSAC:
-        config, spec, seed, tensors = read_checkpoint(path, BatchSACConfig)
-        algo = cls(config, spec, seed, device)
-        algo.sac.load_state_dict(tensors)
-        return algo
+    def load_state_dict(self, tensors: dict[str, torch.Tensor]) -> None:
+        self.sac.load_state_dict(tensors)

@@ -7,6 +7,10 @@ apart. Networks and constants are the official implementation's (critic and
 perturbation 400-300, VAE 750-750, lambda 0.75, phi 0.05) with the tiMe paper's
 Adam learning rate 3e-4 instead of the official 1e-3.
 
+Not to be confused with `bmrl_bench.learners.bcq.BatchedBCQ`, our own BCQ that tiMe's phase 1
+trains (one member per task). The config here follows d3rlpy's names: `lam` is that learner's
+`lmbda` and `action_flexibility` its `phi` (kept: the names are part of published configs).
+
 The data goes through our own `batch_to_mdp_dataset` (d3rlpy's `get_minari`
 misaligns observations and actions across episodes). d3rlpy writes nothing to disk
 (no-op logger, no `d3rlpy_logs/`) and logs only warnings; progress goes to the
@@ -18,15 +22,15 @@ from __future__ import annotations
 
 from collections import defaultdict
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any, ClassVar
 
 import numpy as np
 import torch
 
-from baselines.d3rlpy_data import batch_to_mdp_dataset, import_d3rlpy
-from bmrl_bench.algorithms import EnvSpec, LogFn, MetaTrainData, null_log, read_checkpoint, save_checkpoint
+from bmrl_bench.algorithms import BaseAlgorithm, ContextFreeAgent, EnvSpec, LogFn, MetaTrainData, null_log
+from bmrl_bench.config_checks import AT_LEAST_1, DISCOUNT, NON_NEGATIVE, POLYAK, POSITIVE, UNIT, CheckedConfig
 from bmrl_bench.errors import BmrlError, CheckpointError
+from bmrl_bench.learners.d3rlpy_data import batch_to_mdp_dataset, d3rlpy_bcq_config, import_d3rlpy
 
 # The networks of d3rlpy's BCQ, as stored in a checkpoint (`<module>.<parameter>`).
 MODULES = ("policy", "targ_policy", "q_funcs", "targ_q_funcs", "vae_encoder", "vae_decoder")
@@ -35,7 +39,7 @@ MAX_STEPS_PER_EPOCH = 1000
 
 
 @dataclass(frozen=True)
-class BCQBaselineConfig:
+class BCQBaselineConfig(CheckedConfig):
     steps: int = 20_000
     """Gradient updates on the pooled meta-train batches."""
     batch_size: int = 100
@@ -59,15 +63,21 @@ class BCQBaselineConfig:
     tau: float = 0.005
     """Polyak rate of the target critics and target perturbation network."""
     lam: float = 0.75
-    """Weight of the min over the two target critics (1 - lam on the max)."""
+    """Weight of the min over the two target critics (1 - lam on the max); `lmbda` in official BCQ."""
     action_flexibility: float = 0.05
-    """Perturbation range phi: xi adds at most this much to each decoded action."""
+    """Perturbation range phi: xi adds at most this much to each decoded action; `phi` in official BCQ."""
     beta: float = 0.5
     """Weight of the KL term in the VAE loss (official: 0.5)."""
     rl_start_step: int = 0
     """Updates that train only the VAE before the critics and the perturbation start."""
     log_every: int = 100
     """Report mean training losses every this many updates."""
+
+    RANGES = {"steps": AT_LEAST_1, "batch_size": AT_LEAST_1, "actor_lr": POSITIVE, "critic_lr": POSITIVE,
+              "imitator_lr": POSITIVE, "n_action_samples": AT_LEAST_1, "critic_hidden": AT_LEAST_1,
+              "actor_hidden": AT_LEAST_1, "vae_hidden": AT_LEAST_1, "gamma": DISCOUNT, "tau": POLYAK, "lam": UNIT,
+              "action_flexibility": NON_NEGATIVE, "beta": NON_NEGATIVE, "rl_start_step": NON_NEGATIVE,
+              "log_every": AT_LEAST_1}
 
 
 def steps_per_epoch(steps: int, cap: int | None = None) -> int:
@@ -81,24 +91,12 @@ def steps_per_epoch(steps: int, cap: int | None = None) -> int:
 
 def d3rlpy_config(config: BCQBaselineConfig) -> Any:
     """The `d3rlpy.algos.BCQConfig` of a baseline config."""
-    d3rlpy = import_d3rlpy()
-    enc = d3rlpy.models.encoders.VectorEncoderFactory
-    return d3rlpy.algos.BCQConfig(
-        actor_learning_rate=config.actor_lr,
-        critic_learning_rate=config.critic_lr,
-        imitator_learning_rate=config.imitator_lr,
-        actor_encoder_factory=enc(hidden_units=list(config.actor_hidden)),
-        critic_encoder_factory=enc(hidden_units=list(config.critic_hidden)),
-        imitator_encoder_factory=enc(hidden_units=list(config.vae_hidden)),
-        batch_size=config.batch_size,
-        gamma=config.gamma,
-        tau=config.tau,
-        n_critics=2,
-        lam=config.lam,
-        n_action_samples=config.n_action_samples,
-        action_flexibility=config.action_flexibility,
-        rl_start_step=config.rl_start_step,
-        beta=config.beta,
+    c = config
+    return d3rlpy_bcq_config(
+        actor_lr=c.actor_lr, critic_lr=c.critic_lr, imitator_lr=c.imitator_lr, actor_hidden=c.actor_hidden,
+        critic_hidden=c.critic_hidden, vae_hidden=c.vae_hidden, batch_size=c.batch_size, gamma=c.gamma, tau=c.tau,
+        lam=c.lam, n_action_samples=c.n_action_samples, action_flexibility=c.action_flexibility,
+        rl_start_step=c.rl_start_step, beta=c.beta,
     )
 
 
@@ -113,8 +111,8 @@ def act_seed(seed: int, t: int) -> int:
     return (seed * 1_000_003 + t) % 2**63
 
 
-class _BCQAgent:
-    """A context-free agent: BCQ's greedy action (argmax of critic 0 over decoded candidates).
+class _BCQAgent(ContextFreeAgent):
+    """BCQ's greedy action (argmax of critic 0 over decoded candidates).
 
     The candidates are random; act number t draws them from a torch stream seeded with
     (seed, t), inside `fork_rng`, so the global torch random state is not touched.
@@ -125,9 +123,6 @@ class _BCQAgent:
         dev = torch.device(device)
         self._rng_devices = [dev.index or 0] if dev.type == "cuda" else []
 
-    def reset(self) -> None:
-        pass
-
     def act(self, obs: np.ndarray) -> np.ndarray:
         x = np.asarray(obs, dtype=np.float32)[None]
         with torch.random.fork_rng(devices=self._rng_devices):
@@ -136,11 +131,8 @@ class _BCQAgent:
         self.t += 1
         return np.clip(action, -1.0, 1.0).astype(np.float32)
 
-    def observe(self, obs: np.ndarray, action: np.ndarray, reward: float, next_obs: np.ndarray, terminal: bool) -> None:
-        pass
 
-
-class D3rlpyBCQ:
+class D3rlpyBCQ(BaseAlgorithm):
     name: ClassVar[str] = "bcq"
     config_cls: ClassVar[type] = BCQBaselineConfig
     configs: ClassVar[dict[str, Any]] = {
@@ -154,7 +146,7 @@ class D3rlpyBCQ:
     }
 
     def __init__(self, config: BCQBaselineConfig, spec: EnvSpec, seed: int, device: str = "cpu") -> None:
-        self.config, self.spec, self.seed, self.device = config, spec, seed, device
+        super().__init__(config, spec, seed, device)
         self.bcq: Any = None  # d3rlpy's BCQ, built by fit (or load)
 
     def _create(self) -> Any:
@@ -169,13 +161,11 @@ class D3rlpyBCQ:
                 f"bcq: data has observations {batch.observations.shape[1:]} and actions {batch.actions.shape[1:]} "
                 f"but the spec says ({spec.obs_dim},) and ({spec.act_dim},); build the algorithm with the suite's EnvSpec"
             )
-        if self.config.steps < 1:
-            raise BmrlError(f"bcq: steps must be at least 1, got {self.config.steps}; set steps to a positive number")
         d3rlpy = import_d3rlpy()
         dataset = batch_to_mdp_dataset(batch)
         bcq = self._create()  # seeds numpy/torch/random: network init and d3rlpy's sampling are reproducible
         total = self.config.steps
-        every = max(1, self.config.log_every)
+        every = self.config.log_every
         window: defaultdict[str, list[float]] = defaultdict(list)
 
         update = bcq.update
@@ -213,28 +203,20 @@ class D3rlpyBCQ:
             raise BmrlError("bcq: make_agent() before fit(); call fit(data) or load a checkpoint first")
         return _BCQAgent(self.bcq, self.seed, self.device)
 
-    def save(self, path: Path) -> None:
+    def state_dict(self) -> dict[str, torch.Tensor]:
         if self.bcq is None:
             raise BmrlError("bcq: save() before fit(); call fit(data) first")
-        save_checkpoint(path, self.name, self.config, self.spec, self.seed, module_tensors(self.bcq))
+        return module_tensors(self.bcq)
 
-    @classmethod
-    def load(cls, path: Path, device: str = "cpu") -> D3rlpyBCQ:
-        config, spec, seed, tensors = read_checkpoint(path, BCQBaselineConfig)
-        algo = cls(config, spec, seed, device)
-        bcq = algo._create()
-        bcq.create_impl((spec.obs_dim,), spec.act_dim)  # shapes from the spec: no env, no dataset
+    def load_state_dict(self, tensors: dict[str, torch.Tensor]) -> None:
+        bcq = self._create()
+        bcq.create_impl((self.spec.obs_dim,), self.spec.act_dim)  # shapes from the spec: no env, no dataset
         modules = bcq.impl.modules.get_torch_modules()
         expected = set(module_tensors(bcq))
         if set(tensors) != expected:
             missing = sorted(expected - set(tensors)) or sorted(set(tensors) - expected)
-            raise CheckpointError(f"{path} does not hold this bcq configuration's weights ('{missing[0]}' differs); save it again with the same config")
-        try:
-            for name in MODULES:
-                prefix = f"{name}."
-                modules[name].load_state_dict({k[len(prefix):]: v for k, v in tensors.items() if k.startswith(prefix)})
-        except RuntimeError as e:
-            raise CheckpointError(f"{path} has weights of other shapes than its config ({str(e).splitlines()[0][:120]}); save it again") from None
-        algo.bcq = bcq
-        return algo
-
+            raise CheckpointError(f"it does not hold this bcq configuration's weights ('{missing[0]}' differs); save it again with the same config")
+        for name in MODULES:  # a RuntimeError (other shapes) becomes BaseAlgorithm.load's one-line CheckpointError
+            prefix = f"{name}."
+            modules[name].load_state_dict({k[len(prefix):]: v for k, v in tensors.items() if k.startswith(prefix)})
+        self.bcq = bcq

@@ -32,18 +32,18 @@ import math
 from collections import deque
 from collections.abc import Sequence
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any, ClassVar
 
 import numpy as np
 import torch
 from torch import nn
 
-from bmrl_bench.algorithms import EnvSpec, LogFn, MetaTrainData, null_log, read_checkpoint, save_checkpoint
-from bmrl_bench.data import Batch
-from bmrl_bench.errors import CheckpointError
+from bmrl_bench.algorithms import BaseAlgorithm, EnvSpec, LogFn, MetaTrainData, null_log
+from bmrl_bench.config_checks import AT_LEAST_1, DISCOUNT, NON_NEGATIVE, POLYAK, POSITIVE, CheckedConfig
 from bmrl_bench.learners.nn import BatchedMLP
+from bmrl_bench.learners.optim import fused_adam, fused_step
 from bmrl_bench.learners.sac import squashed_gaussian
+from bmrl_bench.learners.sampling import TaskSampler, transition_row, transitions
 
 LOG_STD_MIN, LOG_STD_MAX = -5.0, 2.0  # actor log-std range, as BatchedSAC's defaults
 MIN_VARIANCE = 1e-7  # PEARL clamps every factor's variance from below
@@ -52,7 +52,7 @@ METRIC_NAMES = ("critic_loss", "actor_loss", "alpha", "alpha_loss", "q_mean", "e
 
 # ----------------------------------------------------------------------------- config
 @dataclass(frozen=True)
-class PearlConfig:
+class PearlConfig(CheckedConfig):
     steps: int = 2000
     """Gradient updates (each on `meta_batch` tasks x `batch_size` transitions)."""
     batch_size: int = 256
@@ -81,6 +81,11 @@ class PearlConfig:
     """Test time: the posterior uses at most this many most recent observed transitions."""
     log_every: int = 100
     """Report training metrics every this many updates."""
+
+    RANGES = {"steps": AT_LEAST_1, "batch_size": AT_LEAST_1, "meta_batch": AT_LEAST_1, "context_size": AT_LEAST_1,
+              "latent_dim": AT_LEAST_1, "encoder_hidden": AT_LEAST_1, "hidden": AT_LEAST_1, "lr": POSITIVE,
+              "gamma": DISCOUNT, "tau": POLYAK, "kl_lambda": NON_NEGATIVE, "init_alpha": POSITIVE,
+              "max_context": AT_LEAST_1, "log_every": AT_LEAST_1}
 
 
 _PAPER_SCALE = PearlConfig(  # PEARL's published settings (cheetah-vel): 500 iterations x 2000 updates
@@ -165,57 +170,14 @@ class PearlNetworks(nn.Module):
 
 
 # ----------------------------------------------------------------------------- sampling
-class PerTaskSampler:
-    """Transitions sorted by task; one numpy draw per step gives tasks, contexts and minibatches.
-
-    Row layout of the stored tensor: `[s (o), a (a), r (1), s' (o), terminal (1)]`, so a
-    context transition is the first 2o+a+1 columns.
-    """
-
-    def __init__(self, batch: Batch, obs_dim: int, act_dim: int, seed: int, device: str) -> None:
-        if len(batch) == 0:
-            raise ValueError("pearl: the meta-train batch is empty")
-        order = np.argsort(batch.task_index, kind="stable")
-        tasks, starts, counts = np.unique(batch.task_index[order], return_index=True, return_counts=True)
-        self.tasks = tasks  # task indices present in the data
-        self.starts, self.counts = starts.astype(np.int64), counts.astype(np.int64)
-        rows = np.concatenate(
-            [batch.observations, batch.actions, batch.rewards[:, None], batch.next_observations, batch.terminals[:, None]],
-            axis=1,
-        )[order].astype(np.float32, copy=False)
-        self.data = torch.as_tensor(rows, device=device)
-        self.o, self.a = obs_dim, act_dim
-        self.rng = np.random.default_rng(seed)
-        self.device = device
-
-    @property
-    def num_tasks(self) -> int:
-        return len(self.tasks)
-
-    def indices(self, meta_batch: int, per_task: int) -> np.ndarray:
-        """(meta_batch, per_task) row indices: row i lies in one task's slice, the task drawn uniformly."""
-        u = self.rng.random((meta_batch, 1 + per_task))
-        t = (u[:, 0] * self.num_tasks).astype(np.int64)
-        return self.starts[t, None] + (u[:, 1:] * self.counts[t, None]).astype(np.int64)
-
-    def sample(self, meta_batch: int, context_size: int, batch_size: int) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
-        """context (m, c, 2o+a+1) and RL minibatch (m, b, ...) of the same m tasks."""
-        idx = torch.from_numpy(self.indices(meta_batch, context_size + batch_size)).to(self.device)
-        rows = self.data[idx]
-        o, a = self.o, self.a
-        context = rows[:, :context_size, : 2 * o + a + 1]
-        rl = rows[:, context_size:]
-        return context, {
-            "observations": rl[..., :o],
-            "actions": rl[..., o : o + a],
-            "rewards": rl[..., o + a],
-            "next_observations": rl[..., o + a + 1 : 2 * o + a + 1],
-            "terminals": rl[..., 2 * o + a + 1],
-        }
-
-
-def transition_row(obs: np.ndarray, action: np.ndarray, reward: float, next_obs: np.ndarray) -> np.ndarray:
-    return np.concatenate([np.ravel(obs), np.ravel(action), [float(reward)], np.ravel(next_obs)]).astype(np.float32)
+def sample_tasks(sampler: TaskSampler, rng: np.random.Generator, meta_batch: int, context_size: int,
+                 batch_size: int) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+    """context (m, c, 2o+a+1) and RL minibatch (m, b, ...) of the same m tasks, drawn uniformly with
+    replacement; the context and the minibatch are drawn independently from each task's transitions."""
+    rows = sampler.gather(sampler.task_indices(rng, meta_batch, context_size + batch_size))
+    ctx = {k: v[:, :context_size] for k, v in rows.items()}
+    context = transitions(ctx["observations"], ctx["actions"], ctx["rewards"], ctx["next_observations"])
+    return context, {k: v[:, context_size:] for k, v in rows.items()}
 
 
 # ----------------------------------------------------------------------------- agent
@@ -268,20 +230,20 @@ class _PearlAgent:
 
 
 # ----------------------------------------------------------------------------- algorithm
-class Pearl:
+class Pearl(BaseAlgorithm):
     name: ClassVar[str] = "pearl"
     config_cls: ClassVar[type] = PearlConfig
     configs: ClassVar[dict[str, Any]] = CONFIGS
 
     def __init__(self, config: PearlConfig, spec: EnvSpec, seed: int, device: str = "cpu") -> None:
-        self.config, self.spec, self.seed, self.device = config, spec, seed, device
+        super().__init__(config, spec, seed, device)
         self.nets = PearlNetworks(spec.obs_dim, spec.act_dim, config, seed).to(device)
         self.target_entropy = -float(spec.act_dim)
         self.generator = torch.Generator(device=device).manual_seed(seed + 1)
         self._critic_params = list(self.nets.critic.parameters())
         self._target_params = list(self.nets.critic_target.parameters())
         self._trained = [p for p in self.nets.parameters() if p.requires_grad]
-        self.optimizer = torch.optim.Adam(self._trained, lr=config.lr, fused=True)
+        self.optimizer = fused_adam(self._trained, config.lr)
 
     def update(self, context: torch.Tensor, batch: dict[str, torch.Tensor]) -> dict[str, float]:
         """One step on `context (m, c, 2o+a+1)` and minibatch `(m, b, ...)` of the same m tasks."""
@@ -317,10 +279,7 @@ class Pearl:
         loss = critic_loss + c.kl_lambda * kl + actor_loss + alpha_loss
         self.optimizer.zero_grad(set_to_none=True)
         loss.backward()
-        for p in self._trained:  # fused Adam mis-updates non-contiguous grads
-            if p.grad is not None and not p.grad.is_contiguous():
-                p.grad = p.grad.contiguous()
-        self.optimizer.step()
+        fused_step(self.optimizer, self._trained)
         with torch.no_grad():
             torch._foreach_lerp_(self._target_params, self._critic_params, c.tau)
 
@@ -337,29 +296,22 @@ class Pearl:
                 f"pearl: data has obs/act dims {data.batch.observations.shape[1]}/{data.batch.actions.shape[1]}, "
                 f"the spec says {spec.obs_dim}/{spec.act_dim}"
             )
-        sampler = PerTaskSampler(data.batch, spec.obs_dim, spec.act_dim, self.seed, self.device)
+        sampler = TaskSampler(data.batch, data.num_tasks, self.device)
+        rng = np.random.default_rng(self.seed)
         self.nets.train()
         total = c.steps
         for step in range(1, total + 1):
-            context, batch = sampler.sample(c.meta_batch, c.context_size, c.batch_size)
+            context, batch = sample_tasks(sampler, rng, c.meta_batch, c.context_size, c.batch_size)
             metrics = self.update(context, batch)
             if step % c.log_every == 0 or step == total:
-                log(f"pearl ({sampler.num_tasks} tasks)", step, total, metrics)
+                log(f"pearl ({sampler.k} tasks)", step, total, metrics)
 
     def make_agent(self) -> _PearlAgent:
         self.nets.eval()
         return _PearlAgent(self)
 
-    def save(self, path: Path) -> None:
-        save_checkpoint(path, self.name, self.config, self.spec, self.seed, self.nets.state_dict())
+    def state_dict(self) -> dict[str, torch.Tensor]:
+        return self.nets.state_dict()
 
-    @classmethod
-    def load(cls, path: Path, device: str = "cpu") -> Pearl:
-        config, spec, seed, tensors = read_checkpoint(path, PearlConfig)
-        algo = cls(config, spec, seed, device)
-        try:
-            algo.nets.load_state_dict(tensors)
-        except RuntimeError as e:
-            first = str(e).splitlines()[1].strip() if len(str(e).splitlines()) > 1 else str(e)
-            raise CheckpointError(f"{path}: weights do not match its config.json ({first[:300]}); re-save the checkpoint") from None
-        return algo
+    def load_state_dict(self, tensors: dict[str, torch.Tensor]) -> None:
+        self.nets.load_state_dict(tensors)

@@ -2,7 +2,10 @@
 
 Phase 1: one Batch RL learner per meta-train task, each on its own batch only (Batch
 SAC for PointGoal, BCQ for MuJoCo), all K trained together as one batched learner and
-cached on disk (keyed by suite, dataset checksums, config and seed).
+cached on disk (keyed by suite, dataset checksums, config, seed and the phase-1 code's
+version: `PHASE1_VERSION` and the source of the learner modules).
+The BCQ of phase 1 is `bmrl_bench.learners.bcq.BatchedBCQ` (official BCQ's names: `lmbda`,
+`phi`), not the `bcq` baseline (d3rlpy's BCQ, whose config says `lam`, `action_flexibility`).
 Phase 2 (Algorithm 1): a set encoder f infers an MDP embedding from a context drawn
 from the same task as the transition; a state-action encoder E and a low-capacity
 predictor P reconstruct r (and s' when transitions vary) from E(s, a) and the
@@ -21,20 +24,31 @@ import os
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from types import ModuleType
 from typing import Any, ClassVar
 
 import numpy as np
 import torch
 from torch import nn
 
-from bmrl_bench.algorithms import EnvSpec, LogFn, MetaTrainData, config_to_dict, null_log, read_checkpoint, save_checkpoint
-from bmrl_bench.data import Batch
+from bmrl_bench.algorithms import BaseAlgorithm, EnvSpec, LogFn, MetaTrainData, config_to_dict, null_log
+from bmrl_bench.config_checks import AT_LEAST_1, DISCOUNT, NON_NEGATIVE, POSITIVE, CheckedConfig
 from bmrl_bench.fsutil import atomic_write_bytes
+from bmrl_bench.learners import bcq as bcq_learner
+from bmrl_bench.learners import nn as nn_learner
+from bmrl_bench.learners import optim, sampling
+from bmrl_bench.learners import sac as sac_learner
+from bmrl_bench.learners.optim import fused_adam, fused_step
+from bmrl_bench.learners.sampling import TaskSampler, transition_row, transitions
+
+# Bump when phase 1's training changes in this file (the learner modules are hashed as well):
+# a cached phase 1 of another version is then trained again instead of being reused.
+PHASE1_VERSION = 2
 
 
 # ----------------------------------------------------------------------------- config
 @dataclass(frozen=True)
-class TiMeConfig:
+class TiMeConfig(CheckedConfig):
     phase1: str = "sac"
     """Batch RL learner of phase 1: 'sac' (Batch SAC, the paper's choice for PointGoal) or 'bcq' (MuJoCo)."""
     phase1_steps: int = 3000
@@ -91,6 +105,14 @@ class TiMeConfig:
     log_every: int = 100
     """Report training metrics every this many updates."""
 
+    RANGES = {"phase1_steps": AT_LEAST_1, "phase1_batch_size": AT_LEAST_1, "phase1_hidden": AT_LEAST_1,
+              "phase1_vae_hidden": AT_LEAST_1, "phase2_steps": AT_LEAST_1, "batch_size": AT_LEAST_1,
+              "embedding_dim": AT_LEAST_1, "context_size": AT_LEAST_1, "test_context": NON_NEGATIVE,
+              "f_hidden": AT_LEAST_1, "e_hidden": AT_LEAST_1, "e_out": AT_LEAST_1, "p_hidden": AT_LEAST_1,
+              "q_hidden": AT_LEAST_1, "g_hidden": AT_LEAST_1, "xi_hidden": AT_LEAST_1, "shooting_actions": AT_LEAST_1,
+              "bcq_candidates": AT_LEAST_1, "lr": POSITIVE, "gamma": DISCOUNT, "log_every": AT_LEAST_1}
+    CHOICES = {"phase1": ("sac", "bcq")}
+
 
 # Sized for 2 CPU cores: phase-1 BCQ at 256-256 instead of 400-300 / 750-750 (about a quarter
 # of the FLOPs per update), fewer updates; the paper's sizes are the `paper-*` configs.
@@ -124,6 +146,7 @@ CONFIGS: dict[str, TiMeConfig] = {
 }
 CONFIGS["paper-halfcheetah"] = CONFIGS["halfcheetah-vel"]
 CONFIGS["paper-hopper"] = CONFIGS["hopper-vel"]
+CONFIGS["default"] = CONFIGS["paper-toy"]  # the paper's toy settings, for a suite of no family above
 
 
 # ----------------------------------------------------------------------------- networks
@@ -181,31 +204,12 @@ def cache_root() -> Path:
     return Path(os.environ.get("BMRL_BENCH_CACHE", Path.home() / ".cache" / "bmrl-bench"))
 
 
-def transitions(s: torch.Tensor, a: torch.Tensor, r: torch.Tensor, s2: torch.Tensor) -> torch.Tensor:
-    return torch.cat([s, a, r.unsqueeze(-1), s2], -1)
-
-
-class TaskSampler:
-    """Stratified sampling: every minibatch draws the same number of transitions from each task."""
-
-    def __init__(self, batch: Batch, num_tasks: int, device: str) -> None:
-        order = np.argsort(batch.task_index, kind="stable")
-        counts = np.bincount(batch.task_index, minlength=num_tasks)
-        if (counts == 0).any():
-            raise ValueError("every meta-train task needs at least one transition")
-        self.offsets = torch.as_tensor(np.concatenate([[0], np.cumsum(counts)[:-1]]), device=device)
-        self.counts = torch.as_tensor(counts, device=device)
-        self.t = batch.tensors(device, order)
-        self.k = num_tasks
-
-    def indices(self, shape: tuple[int, ...], gen: torch.Generator) -> torch.Tensor:
-        """(K, *shape) indices; row k lies in task k's slice."""
-        u = torch.rand((self.k, *shape), generator=gen, device=self.counts.device)
-        view = (self.k,) + (1,) * len(shape)
-        return self.offsets.view(view) + (u * self.counts.view(view)).long()
-
-    def gather(self, idx: torch.Tensor) -> dict[str, torch.Tensor]:
-        return {k: v[idx] for k, v in self.t.items()}
+def phase1_code_version(phase1: str) -> str:
+    """`PHASE1_VERSION` and a hash of the sources phase 1 runs (its learner, the layers, Adam, the sampler)."""
+    learner = sac_learner if phase1 == "sac" else bcq_learner
+    modules: list[ModuleType] = [learner, nn_learner, optim, sampling]
+    digest = hashlib.sha256(b"".join(Path(m.__file__).read_bytes() for m in modules)).hexdigest()[:16]
+    return f"{PHASE1_VERSION}-{digest}"
 
 
 @torch.no_grad()
@@ -239,7 +243,7 @@ class _TiMeAgent:
         self.embedding = torch.zeros(self.algo.config.embedding_dim)  # the paper: zero at episode start
 
     def observe(self, obs: np.ndarray, action: np.ndarray, reward: float, next_obs: np.ndarray, terminal: bool) -> None:
-        self.context.append(np.concatenate([obs, action, [reward], next_obs]).astype(np.float32))
+        self.context.append(transition_row(obs, action, reward, next_obs))
         n = self.algo.config.test_context
         recent = torch.as_tensor(np.stack(self.context[-n:] if n > 0 else self.context))
         with torch.no_grad():
@@ -262,13 +266,13 @@ class _TiMeAgent:
         return cand[nets.q_value(s, cand, emb).argmax()].numpy()
 
 
-class TiMe:
+class TiMe(BaseAlgorithm):
     name: ClassVar[str] = "time"
     config_cls: ClassVar[type] = TiMeConfig
     configs: ClassVar[dict[str, Any]] = CONFIGS
 
     def __init__(self, config: TiMeConfig, spec: EnvSpec, seed: int, device: str = "cpu") -> None:
-        self.config, self.spec, self.seed, self.device = config, spec, seed, device
+        super().__init__(config, spec, seed, device)
         self.phi = 0.05  # BCQ's perturbation range (official implementation)
         self.latent_dim = 2 * spec.act_dim
         torch.manual_seed(seed)
@@ -278,15 +282,12 @@ class TiMe:
     def _phase1_learner(self, k: int) -> Any:
         c = self.config
         if c.phase1 == "sac":
-            from bmrl_bench.learners.sac import BatchedSAC, SACConfig
-
-            return BatchedSAC(k, self.spec.obs_dim, self.spec.act_dim,
-                              SACConfig(hidden=tuple(c.phase1_hidden), lr=c.lr, gamma=c.gamma,
-                                        batch_size=c.phase1_batch_size, device=self.device), seed=self.seed)
-        from bmrl_bench.learners.bcq import BatchedBCQ, BCQConfig
-
-        return BatchedBCQ(k, self.spec.obs_dim, self.spec.act_dim,
-                          BCQConfig(actor_hidden=tuple(c.phase1_hidden), critic_hidden=tuple(c.phase1_hidden),
+            return sac_learner.BatchedSAC(
+                k, self.spec.obs_dim, self.spec.act_dim,
+                sac_learner.SACConfig(hidden=tuple(c.phase1_hidden), lr=c.lr, gamma=c.gamma,
+                                      batch_size=c.phase1_batch_size, device=self.device), seed=self.seed)
+        return bcq_learner.BatchedBCQ(k, self.spec.obs_dim, self.spec.act_dim,
+                          bcq_learner.BCQConfig(actor_hidden=tuple(c.phase1_hidden), critic_hidden=tuple(c.phase1_hidden),
                                     vae_hidden=tuple(c.phase1_vae_hidden), lr=c.lr, gamma=c.gamma,
                                     batch_size=c.phase1_batch_size, device=self.device), seed=self.seed)
 
@@ -294,7 +295,7 @@ class TiMe:
         c = self.config
         key = {"suite": data.suite, "checksums": list(checksums), "phase1": c.phase1, "steps": c.phase1_steps,
                "batch": c.phase1_batch_size, "hidden": list(c.phase1_hidden), "vae": list(c.phase1_vae_hidden), "lr": c.lr, "gamma": c.gamma,
-               "seed": self.seed, "tasks": data.num_tasks, "format": 1}
+               "seed": self.seed, "tasks": data.num_tasks, "format": 1, "code": phase1_code_version(c.phase1)}
         return hashlib.sha256(json.dumps(key, sort_keys=True).encode()).hexdigest()[:20]
 
     def phase1_cache_path(self, data: MetaTrainData) -> Path:
@@ -365,14 +366,15 @@ class TiMe:
             self.nets.f.scale.copy_(ctx.std(0).clamp_min(1e-3))
         learner = self.train_phase1(data, sampler, log)
         sampler.t["q_target"] = own_q_values(learner, sampler)
-        opt = torch.optim.Adam(self.nets.parameters(), lr=self.config.lr, fused=True)
+        params = list(self.nets.parameters())
+        opt = fused_adam(params, self.config.lr)
         gen = torch.Generator(device=self.device).manual_seed(self.seed + 1)
         total = self.config.phase2_steps
         for step in range(1, total + 1):
             loss, metrics = self.phase2_loss(learner, sampler, gen)
             opt.zero_grad(set_to_none=True)
             loss.backward()
-            opt.step()
+            fused_step(opt, params)
             if step % self.config.log_every == 0 or step == total:
                 log("phase 2 (distillation)", step, total, {k: float(v) for k, v in metrics.items()})
 
@@ -381,15 +383,11 @@ class TiMe:
         self.nets.eval()
         return _TiMeAgent(self)
 
-    def save(self, path: Path) -> None:
-        save_checkpoint(path, self.name, self.config, self.spec, self.seed, self.nets.state_dict())
+    def state_dict(self) -> dict[str, torch.Tensor]:
+        return self.nets.state_dict()
 
-    @classmethod
-    def load(cls, path: Path, device: str = "cpu") -> TiMe:
-        config, spec, seed, tensors = read_checkpoint(path, TiMeConfig)
-        algo = cls(config, spec, seed, device)
-        algo.nets.load_state_dict(tensors)
-        return algo
+    def load_state_dict(self, tensors: dict[str, torch.Tensor]) -> None:
+        self.nets.load_state_dict(tensors)
 
 
-__all__ = ["TiMe", "TiMeConfig", "CONFIGS", "config_to_dict"]
+__all__ = ["CONFIGS", "PHASE1_VERSION", "TaskSampler", "TiMe", "TiMeConfig", "config_to_dict", "phase1_code_version"]

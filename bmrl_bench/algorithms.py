@@ -1,29 +1,42 @@
-"""The one small interface every algorithm implements, and the registry that finds them.
+"""The one small interface every algorithm implements, the skeleton ours derive from, and the registry.
 
 An algorithm is a class registered under the entry-point group `bmrl_bench.algorithms`
 (ours in this package's pyproject; a third-party package adds its own line). The
-harness only ever reaches an algorithm through `get_algorithm(name)`.
+harness only ever reaches an algorithm through `get_algorithm(name)`, which also checks
+the class: a `name`, a `config_cls`, and named `configs` of that class including `default`.
 
 Lifecycle: `cls(config, spec, seed, device)` -> `fit(data, log)` on meta-train data only
 -> `make_agent()` per evaluation trial -> `agent.reset() / act() / observe()`.
 Checkpoints are a folder: `config.json` (algorithm name + config) beside
-`weights.safetensors`, so `load_algorithm(folder)` rebuilds any of them.
+`weights.safetensors` (weights only, no pickle), so `load_algorithm(folder)` rebuilds any of them.
+
+`BaseAlgorithm` is the skeleton: the constructor, `save` and `load` once, so an algorithm
+writes only its config, `fit`, `make_agent` and, if it has weights, `state_dict` /
+`load_state_dict`. `ContextFreeAgent` is the agent that ignores its context.
+Privileged references (the oracle) derive from `Privileged`: the harness binds the suite to
+them and calls `agent.set_task(index, param)` before each test task; nothing else is told the task.
 """
 from __future__ import annotations
 
+import abc
 import dataclasses
 import json
 from collections.abc import Callable
 from dataclasses import dataclass
 from importlib.metadata import entry_points
 from pathlib import Path
-from typing import Any, ClassVar, Protocol, runtime_checkable
+from typing import TYPE_CHECKING, Any, ClassVar, Protocol, runtime_checkable
 
 import numpy as np
 
 from bmrl_bench.data import Batch
-from bmrl_bench.errors import CheckpointError, UnknownAlgorithmError
-from bmrl_bench.fsutil import atomic_write_text
+from bmrl_bench.errors import AlgorithmContractError, CheckpointError, UnknownAlgorithmError
+from bmrl_bench.fsutil import atomic_write_bytes, atomic_write_text
+
+if TYPE_CHECKING:
+    import torch
+
+    from bmrl_bench.data import Suite
 
 ENTRY_POINT_GROUP = "bmrl_bench.algorithms"
 
@@ -65,10 +78,27 @@ class Agent(Protocol):
         """One transition of context."""
 
 
+@runtime_checkable
+class TaskAgent(Agent, Protocol):
+    def set_task(self, index: int, param: float) -> None:
+        """The test task about to be played: its index in the suite and its parameter (privileged agents only)."""
+
+
+class ContextFreeAgent:
+    """An agent that ignores its context: `reset` and `observe` do nothing; subclasses define `act`."""
+
+    def reset(self) -> None:
+        pass
+
+    def observe(self, obs: np.ndarray, action: np.ndarray, reward: float, next_obs: np.ndarray, terminal: bool) -> None:
+        pass
+
+
 class Algorithm(Protocol):
     name: ClassVar[str]
     config_cls: ClassVar[type]
     configs: ClassVar[dict[str, Any]]
+    """Named configs; `default` is required (what a suite of an unknown family gets)."""
 
     def __init__(self, config: Any, spec: EnvSpec, seed: int, device: str = "cpu") -> None: ...
 
@@ -82,6 +112,73 @@ class Algorithm(Protocol):
     def load(cls, path: Path, device: str = "cpu") -> Algorithm: ...
 
 
+# (step, learner): called by a probed fit after its first update and every `callback_every` updates.
+FitCallback = Callable[[int, Any], None]
+
+
+class ProbedFit(Protocol):
+    """An algorithm whose `fit` lets a caller look at its learner while it trains (Batch SAC: the
+    misidentification figure reads its critic). Not required of an algorithm."""
+
+    def fit(self, data: MetaTrainData, log: LogFn = null_log, callback: FitCallback | None = None,
+            callback_every: int = 0) -> None: ...
+
+
+class Privileged(abc.ABC):
+    """A reference that is told the task (the oracle); a learning algorithm never derives from this.
+
+    The harness calls `bind_suite(suite)` right after building it, and `set_task(index, param)`
+    on every agent it makes before that agent plays test task `index` (whose parameter is `param`).
+    """
+
+    @abc.abstractmethod
+    def bind_suite(self, suite: Suite) -> None:
+        """The suite whose tasks the agents will be told (the oracle loads the experts it replays)."""
+
+    @abc.abstractmethod
+    def make_agent(self) -> TaskAgent: ...
+
+
+class BaseAlgorithm:
+    """The skeleton of our algorithms: the constructor, checkpoints (`save`, `load`) and nothing else.
+
+    A subclass sets `name`, `config_cls` and `configs` (with `default`), implements `fit` and
+    `make_agent`, and, if it has weights, `state_dict()` / `load_state_dict(tensors)`: the flat
+    tensors `weights.safetensors` holds (default: none).
+    """
+
+    name: ClassVar[str]
+    config_cls: ClassVar[type]
+    configs: ClassVar[dict[str, Any]]
+
+    def __init__(self, config: Any, spec: EnvSpec, seed: int, device: str = "cpu") -> None:
+        self.config, self.spec, self.seed, self.device = config, spec, seed, device
+
+    def state_dict(self) -> dict[str, torch.Tensor]:
+        return {}
+
+    def load_state_dict(self, tensors: dict[str, torch.Tensor]) -> None:
+        if tensors:
+            raise CheckpointError(f"{self.name} has no weights, but the checkpoint holds {len(tensors)} tensors")
+
+    def save(self, path: Path) -> None:
+        save_checkpoint(path, self.name, self.config, self.spec, self.seed, self.state_dict())
+
+    @classmethod
+    def load(cls, path: Path, device: str = "cpu") -> Any:
+        config, spec, seed, tensors = read_checkpoint(path, cls.config_cls)
+        algo = cls(config, spec, seed, device)
+        try:
+            algo.load_state_dict(tensors)
+        except CheckpointError as e:
+            raise CheckpointError(f"{path}: {e}") from None
+        except RuntimeError as e:  # nn.Module.load_state_dict: the first line that names a tensor
+            lines = [ln.strip() for ln in str(e).splitlines() if ln.strip()]
+            detail = (lines[1] if len(lines) > 1 else lines[0] if lines else type(e).__name__)[:300]
+            raise CheckpointError(f"{path}: weights do not match its config.json ({detail}); save the checkpoint again") from None
+        return algo
+
+
 def available_algorithms() -> list[str]:
     return sorted({ep.name for ep in entry_points(group=ENTRY_POINT_GROUP)})
 
@@ -91,7 +188,24 @@ def get_algorithm(name: str) -> type:
     if not found:
         known = ", ".join(available_algorithms()) or "none (is bmrl-bench installed with pip?)"
         raise UnknownAlgorithmError(f"unknown algorithm '{name}'; known algorithms: {known}")
-    return found[0].load()
+    cls = found[0].load()
+    check_algorithm_class(cls, name)
+    return cls
+
+
+def check_algorithm_class(cls: type, name: str) -> None:
+    """What the registry requires of a class registered as `name` (one-line AlgorithmContractError)."""
+    where = f"algorithm '{name}' ({cls.__module__}.{cls.__qualname__})"
+    for attr in ("name", "config_cls", "configs", "fit", "make_agent", "save", "load"):
+        if not hasattr(cls, attr):
+            raise AlgorithmContractError(f"{where} has no '{attr}'; see the Algorithm protocol in bmrl_bench.algorithms")
+    if cls.name != name:
+        raise AlgorithmContractError(f"{where} is registered as '{name}' but its name is '{cls.name}'; make them equal")
+    if "default" not in cls.configs:
+        raise AlgorithmContractError(f"{where} has no 'default' config (named configs: {', '.join(cls.configs)}); add one")
+    for key, config in cls.configs.items():
+        if not isinstance(config, cls.config_cls):
+            raise AlgorithmContractError(f"{where}: config '{key}' is a {type(config).__name__}, not a {cls.config_cls.__name__}")
 
 
 def config_name_for(cls: type, suite: str, family: str) -> str:
@@ -135,14 +249,11 @@ def config_from_dict(config_cls: type, data: dict[str, Any]) -> Any:
 
 
 def save_checkpoint(path: Path, algorithm: str, config: Any, spec: EnvSpec, seed: int, tensors: dict[str, Any]) -> None:
-    """`config.json` + `weights.safetensors` in folder `path`; weights load with no pickle."""
-    from safetensors.torch import save_file
+    """`config.json` + `weights.safetensors` in folder `path`, each written atomically; weights load with no pickle."""
+    from safetensors.torch import save
 
     path = Path(path)
-    path.mkdir(parents=True, exist_ok=True)
-    tmp = path / ".weights.safetensors.tmp"
-    save_file({k: v.detach().contiguous().cpu() for k, v in tensors.items()}, str(tmp))
-    tmp.replace(path / "weights.safetensors")
+    atomic_write_bytes(path / "weights.safetensors", save({k: v.detach().contiguous().cpu() for k, v in tensors.items()}))
     meta = {"algorithm": algorithm, "config": config_to_dict(config), "spec": dataclasses.asdict(spec), "seed": seed}
     atomic_write_text(path / "config.json", json.dumps(meta, indent=2))
 

@@ -402,16 +402,17 @@ def _available_cores() -> int:
 
 
 def _phase1_recipe(card: Any) -> dict[str, Any]:
-    """tiMe's phase 1 (BCQ) for the card's suite, from tiMe's config for it: tasks, updates, batch, sizes."""
-    from baselines.time_distill import CONFIGS
+    """tiMe's phase 1 (BCQ) for the card's suite, from tiMe's named config for it (found through the
+    registry, as `eval` finds it): tasks, updates, batch, sizes."""
+    from bmrl_bench.algorithms import config_name_for, get_algorithm
 
-    cfg = CONFIGS.get(card.name) or CONFIGS["default"]
-    official = (400, 300)
-    hidden = tuple(getattr(cfg, "phase1_hidden", official))
+    time_cls = get_algorithm("time")
+    name = config_name_for(time_cls, card.name, card.family)
+    cfg = time_cls.configs[name]
+    hidden = tuple(cfg.phase1_hidden)
     return {"tasks": len(card.train_tasks), "steps": cfg.phase1_steps, "batch": cfg.phase1_batch_size,
-            "actor_hidden": hidden, "critic_hidden": hidden,
-            "vae_hidden": tuple(getattr(cfg, "phase1_vae_hidden", (750, 750))),
-            "lr": cfg.lr, "gamma": cfg.gamma, "config": card.name if card.name in CONFIGS else "default"}
+            "actor_hidden": hidden, "critic_hidden": hidden, "vae_hidden": tuple(cfg.phase1_vae_hidden),
+            "lr": cfg.lr, "gamma": cfg.gamma, "config": name}
 
 
 def _bcq_sizes(cfg: Any) -> tuple[tuple[int, ...], ...]:
@@ -434,20 +435,19 @@ def _sizes_text(cfg: Any) -> str:
 def _task_sampler(rng: np.random.Generator, tasks: int, per_task: int, episode: int, device: str) -> tuple[Any, Any]:
     import torch
 
-    from baselines.time_distill import TaskSampler
+    from bmrl_bench.learners.sampling import TaskSampler
 
     batch = _random_flat_batch(rng, tasks, per_task, episode)
     return TaskSampler(batch, tasks, device), torch.Generator(device=device).manual_seed(0)
 
 
-def _d3rlpy_bcq(d3rlpy: Any, cfg: Any, dev: str) -> Any:
-    enc = d3rlpy.models.encoders.VectorEncoderFactory
-    bcq = d3rlpy.algos.BCQConfig(
-        actor_learning_rate=cfg.lr, critic_learning_rate=cfg.lr, imitator_learning_rate=cfg.lr,
-        actor_encoder_factory=enc(hidden_units=list(cfg.actor_hidden)),
-        critic_encoder_factory=enc(hidden_units=list(cfg.critic_hidden)),
-        imitator_encoder_factory=enc(hidden_units=list(cfg.vae_hidden)),
-        batch_size=cfg.batch_size, gamma=cfg.gamma, tau=cfg.tau, n_critics=2, lam=cfg.lmbda,
+def _d3rlpy_bcq(cfg: Any, dev: str) -> Any:
+    """d3rlpy's BCQ with the sizes and constants of our learner's `BCQConfig` `cfg`."""
+    from bmrl_bench.learners.d3rlpy_data import d3rlpy_bcq_config
+
+    bcq = d3rlpy_bcq_config(
+        actor_lr=cfg.lr, critic_lr=cfg.lr, imitator_lr=cfg.lr, actor_hidden=cfg.actor_hidden, critic_hidden=cfg.critic_hidden,
+        vae_hidden=cfg.vae_hidden, batch_size=cfg.batch_size, gamma=cfg.gamma, tau=cfg.tau, lam=cfg.lmbda,
         n_action_samples=cfg.n_action_samples, action_flexibility=cfg.phi, rl_start_step=0, beta=0.5,
     ).create(device=dev)
     bcq.create_impl((OBS_DIM,), ACT_DIM)
@@ -457,7 +457,7 @@ def _d3rlpy_bcq(d3rlpy: Any, cfg: Any, dev: str) -> Any:
 def _d3rlpy_cases(rng: np.random.Generator, device: str, threads: int, bcq_cfg: Any, sac_cfg: Any, pool: int,
                   card: Any, p1_cfg: Any | None = None) -> list[_Case]:
     """d3rlpy's BCQ and SAC on the same configs; its replay sampling and acting. Writes no files."""
-    from baselines.d3rlpy_data import batch_to_mdp_dataset, import_d3rlpy
+    from bmrl_bench.learners.d3rlpy_data import batch_to_mdp_dataset, import_d3rlpy
 
     d3rlpy = import_d3rlpy()
     dev = _d3rlpy_device(device)
@@ -479,14 +479,14 @@ def _d3rlpy_cases(rng: np.random.Generator, device: str, threads: int, bcq_cfg: 
     obs1 = rng.standard_normal((1, OBS_DIM)).astype(np.float32)
     p1_batch = (p1_cfg or bcq_cfg).batch_size
     cases = [
-        _Case("d3bcq", _cycle(_d3rlpy_bcq(d3rlpy, bcq_cfg, dev).update, batches(bcq_cfg.batch_size)), 1, threads),
+        _Case("d3bcq", _cycle(_d3rlpy_bcq(bcq_cfg, dev).update, batches(bcq_cfg.batch_size)), 1, threads),
         _Case("d3sac", _cycle(sac.update, batches(sac_cfg.batch_size)), 1, threads),
         _Case("d3replay", lambda: buffer.sample_transition_batch(sac_cfg.batch_size), 1, threads),
         _Case("d3replay_p1", lambda: buffer.sample_transition_batch(p1_batch), 1, threads),
         _Case("d3act", lambda: sac.sample_action(obs1), 1, threads),
     ]
     if p1_cfg is not None:
-        cases.insert(1, _Case("d3p1bcq", _cycle(_d3rlpy_bcq(d3rlpy, p1_cfg, dev).update, batches(p1_cfg.batch_size)), 1, threads))
+        cases.insert(1, _Case("d3p1bcq", _cycle(_d3rlpy_bcq(p1_cfg, dev).update, batches(p1_cfg.batch_size)), 1, threads))
     return cases
 
 

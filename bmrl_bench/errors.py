@@ -48,3 +48,11 @@ class CheckpointError(BmrlError):
 
 class SubmissionError(BmrlError):
     pass
+
+
+class ConfigError(BmrlError):
+    """A config field out of its type or range, raised when the config is built (`--set`, a checkpoint, code)."""
+
+
+class AlgorithmContractError(BmrlError):
+    """A registered algorithm class lacks what the registry requires (a name, a `default` config, ...)."""

@@ -26,7 +26,7 @@ import numpy as np
 import torch
 
 from bmrl_bench import __version__
-from bmrl_bench.algorithms import EnvSpec, LogFn, MetaTrainData, config_to_dict, get_algorithm, resolve_config
+from bmrl_bench.algorithms import EnvSpec, LogFn, MetaTrainData, Privileged, config_to_dict, get_algorithm, resolve_config
 from bmrl_bench.data import Batch, Suite, load_suite
 from bmrl_bench.executor import Executor, LocalExecutor, Resources, report
 from bmrl_bench.protocols import DEFAULT_PROTOCOL, EvalProtocol, episode_seed, get_protocol
@@ -120,7 +120,7 @@ def run_seed(seed: int, ctx: RunContext) -> SeedResult:
     suite = ctx.suite
     seed_everything(seed)
     algo = ctx.cls(ctx.config, ctx.spec, seed, ctx.device)
-    if getattr(algo, "privileged", False):
+    if isinstance(algo, Privileged):
         algo.bind_suite(suite)  # references only: the oracle loads the experts it replays
     t0 = time.perf_counter()
     phase_s: dict[str, float] = {}
@@ -154,7 +154,7 @@ def run_seed(seed: int, ctx: RunContext) -> SeedResult:
     rng = np.random.default_rng(episode_seed(seed, 99, 999))
     for n, task in enumerate(suite.test_tasks):
         agent = algo.make_agent()
-        if getattr(algo, "privileged", False):
+        if isinstance(algo, Privileged):
             agent.set_task(task.index, task.param)
         env = suite.family.make(task.param, max_episode_steps=suite.card.episode_length)
         task_returns = ctx.protocol.run_task(

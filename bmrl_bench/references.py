@@ -9,41 +9,40 @@ from __future__ import annotations
 
 import json
 from dataclasses import dataclass
-from pathlib import Path
-from typing import Any, ClassVar
+from typing import TYPE_CHECKING, Any, ClassVar
 
 import numpy as np
 
-from bmrl_bench.algorithms import EnvSpec, LogFn, MetaTrainData, null_log, read_checkpoint, save_checkpoint
+from bmrl_bench.algorithms import BaseAlgorithm, ContextFreeAgent, EnvSpec, LogFn, MetaTrainData, Privileged, null_log
+from bmrl_bench.config_checks import NON_NEGATIVE, CheckedConfig
+
+if TYPE_CHECKING:
+    from bmrl_bench.data import Suite
 
 
 @dataclass(frozen=True)
-class RandomConfig:
+class RandomConfig(CheckedConfig):
     seed_offset: int = 0
     """Added to the run seed for the action stream (kept for a uniform config interface)."""
 
+    RANGES = {"seed_offset": NON_NEGATIVE}
 
-class _RandomAgent:
+
+class _RandomAgent(ContextFreeAgent):
     def __init__(self, act_dim: int, rng: np.random.Generator) -> None:
         self.act_dim, self.rng = act_dim, rng
-
-    def reset(self) -> None:
-        pass
 
     def act(self, obs: np.ndarray) -> np.ndarray:
         return self.rng.uniform(-1.0, 1.0, size=self.act_dim).astype(np.float32)
 
-    def observe(self, obs: np.ndarray, action: np.ndarray, reward: float, next_obs: np.ndarray, terminal: bool) -> None:
-        pass
 
-
-class RandomPolicy:
+class RandomPolicy(BaseAlgorithm):
     name: ClassVar[str] = "random"
     config_cls: ClassVar[type] = RandomConfig
     configs: ClassVar[dict[str, Any]] = {"default": RandomConfig()}
 
     def __init__(self, config: RandomConfig, spec: EnvSpec, seed: int, device: str = "cpu") -> None:
-        self.config, self.spec, self.seed = config, spec, seed
+        super().__init__(config, spec, seed, device)
         self.rng = np.random.default_rng(seed + config.seed_offset)
 
     def fit(self, data: MetaTrainData, log: LogFn = null_log) -> None:
@@ -52,21 +51,13 @@ class RandomPolicy:
     def make_agent(self) -> _RandomAgent:
         return _RandomAgent(self.spec.act_dim, self.rng)
 
-    def save(self, path: Path) -> None:
-        save_checkpoint(path, self.name, self.config, self.spec, self.seed, {})
-
-    @classmethod
-    def load(cls, path: Path, device: str = "cpu") -> RandomPolicy:
-        config, spec, seed, _ = read_checkpoint(path, RandomConfig)
-        return cls(config, spec, seed, device)
-
 
 @dataclass(frozen=True)
-class OracleConfig:
+class OracleConfig(CheckedConfig):
     pass
 
 
-class _OracleAgent:
+class _OracleAgent(ContextFreeAgent):
     def __init__(self, oracle: Oracle) -> None:
         self.oracle = oracle
         self.policy = None
@@ -74,27 +65,22 @@ class _OracleAgent:
     def set_task(self, index: int, param: float) -> None:
         self.policy = self.oracle.policy_for(index, param)
 
-    def reset(self) -> None:
-        pass
-
     def act(self, obs: np.ndarray) -> np.ndarray:
         return np.asarray(self.policy(obs[None]), dtype=np.float32)[0]
 
-    def observe(self, obs: np.ndarray, action: np.ndarray, reward: float, next_obs: np.ndarray, terminal: bool) -> None:
-        pass
 
+class Oracle(BaseAlgorithm, Privileged):
+    """Privileged: the harness binds the suite and tells each agent its test task (`set_task(index, param)`)."""
 
-class Oracle:
     name: ClassVar[str] = "oracle"
     config_cls: ClassVar[type] = OracleConfig
     configs: ClassVar[dict[str, Any]] = {"default": OracleConfig()}
-    privileged: ClassVar[bool] = True  # the harness tells its agent the task
 
     def __init__(self, config: OracleConfig, spec: EnvSpec, seed: int, device: str = "cpu") -> None:
-        self.config, self.spec, self.seed = config, spec, seed
-        self.suite = None
+        super().__init__(config, spec, seed, device)
+        self.suite: Suite | None = None
 
-    def bind_suite(self, suite: Any) -> None:
+    def bind_suite(self, suite: Suite) -> None:
         self.suite = suite
 
     def fit(self, data: MetaTrainData, log: LogFn = null_log) -> None:
@@ -119,11 +105,3 @@ class Oracle:
         if self.suite is None:
             raise RuntimeError("the oracle needs bind_suite(suite) before make_agent()")
         return _OracleAgent(self)
-
-    def save(self, path: Path) -> None:
-        save_checkpoint(path, self.name, self.config, self.spec, self.seed, {})
-
-    @classmethod
-    def load(cls, path: Path, device: str = "cpu") -> Oracle:
-        config, spec, seed, _ = read_checkpoint(path, OracleConfig)
-        return cls(config, spec, seed, device)

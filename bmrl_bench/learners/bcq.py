@@ -33,8 +33,10 @@ import numpy as np
 import torch
 from torch import Tensor
 
+from bmrl_bench.config_checks import AT_LEAST_1, DISCOUNT, NON_NEGATIVE, POLYAK, POSITIVE, UNIT, CheckedConfig
 from bmrl_bench.errors import CheckpointError
 from bmrl_bench.learners.nn import BatchedMLP, true_parameters
+from bmrl_bench.learners.optim import fused_adam, fused_step
 
 __all__ = ["BCQConfig", "BatchedBCQ", "NOISE_KEYS"]
 
@@ -45,8 +47,13 @@ GEMM_FRIENDLY = True
 
 
 @dataclass
-class BCQConfig:
-    """Hyper-parameters of BCQ; defaults are the official implementation's, lr as in tiMe."""
+class BCQConfig(CheckedConfig):
+    """Hyper-parameters of BCQ; defaults are the official implementation's, lr as in tiMe.
+
+    Named as in the official implementation (`lmbda`, `phi`). The `bcq` baseline
+    (`baselines/bcq.py`, d3rlpy's BCQ) names the same two constants as d3rlpy does: `lam` and
+    `action_flexibility`. This learner is tiMe's phase 1 and the speed bench's, not `--algo bcq`.
+    """
 
     actor_hidden: tuple[int, ...] = (400, 300)
     """Hidden sizes of the perturbation model xi(s, a)."""
@@ -72,6 +79,10 @@ class BCQConfig:
     """Decoded actions per state, both in the critic target and when acting."""
     device: str = "cpu"
     """torch device of all parameters and computations."""
+
+    RANGES = {"actor_hidden": AT_LEAST_1, "critic_hidden": AT_LEAST_1, "vae_hidden": AT_LEAST_1, "latent_dim": AT_LEAST_1,
+              "lr": POSITIVE, "batch_size": AT_LEAST_1, "gamma": DISCOUNT, "tau": POLYAK, "lmbda": UNIT,
+              "phi": NON_NEGATIVE, "n_action_samples": AT_LEAST_1}
 
 
 class BatchedBCQ:
@@ -117,9 +128,9 @@ class BatchedBCQ:
         self._actor_params = list(self.actor.parameters())
         self._critic_params = list(self.critic.parameters())
         self._vae_params = [*self.encoder.parameters(), *self.decoder.parameters()]
-        self.actor_opt = torch.optim.Adam(self._actor_params, lr=cfg.lr, fused=True)
-        self.critic_opt = torch.optim.Adam(self._critic_params, lr=cfg.lr, fused=True)
-        self.vae_opt = torch.optim.Adam(self._vae_params, lr=cfg.lr, fused=True)
+        self.actor_opt = fused_adam(self._actor_params, cfg.lr)
+        self.critic_opt = fused_adam(self._critic_params, cfg.lr)
+        self.vae_opt = fused_adam(self._vae_params, cfg.lr)
         self._polyak_online = [*self._actor_params, *self._critic_params]
         self._polyak_target = [*self.actor_target.parameters(), *self.critic_target.parameters()]
 
@@ -214,7 +225,7 @@ class BatchedBCQ:
         vae_loss = recon_loss + 0.5 * kl  # (K,)
         self.vae_opt.zero_grad(set_to_none=True)
         vae_loss.sum().backward()
-        self._step(self.vae_opt, self._vae_params)
+        fused_step(self.vae_opt, self._vae_params)
 
         # --- critics
         with torch.no_grad():
@@ -231,7 +242,7 @@ class BatchedBCQ:
         critic_loss = per_critic[:K] + per_critic[K:]  # (K,)
         self.critic_opt.zero_grad(set_to_none=True)
         critic_loss.sum().backward()
-        self._step(self.critic_opt, self._critic_params)
+        fused_step(self.critic_opt, self._critic_params)
 
         # --- perturbation model: gradients reach the actor only (decoder under no_grad, critic detached)
         with torch.no_grad():
@@ -240,7 +251,7 @@ class BatchedBCQ:
         actor_loss = -self._q1(obs, self._perturb(self.actor, obs, sampled), q1_params).mean(dim=(1, 2))  # (K,)
         self.actor_opt.zero_grad(set_to_none=True)
         actor_loss.sum().backward()
-        self._step(self.actor_opt, self._actor_params)
+        fused_step(self.actor_opt, self._actor_params)
 
         # --- targets
         with torch.no_grad():
@@ -279,15 +290,6 @@ class BatchedBCQ:
         cfg = self.config
         width = max(*cfg.actor_hidden, *cfg.critic_hidden, *cfg.vae_hidden)
         return max(1, min(self.num_members, (2 << 20) // (4 * rows * width)))
-
-    @staticmethod
-    def _step(opt: torch.optim.Optimizer, params: Sequence[Tensor]) -> None:
-        # Fused Adam silently mis-updates non-contiguous grads; make every grad contiguous first.
-        for p in params:
-            g = p.grad
-            if g is not None and not g.is_contiguous():
-                p.grad = g.contiguous()
-        opt.step()
 
     # ------------------------------------------------------------------ acting / distillation
     @torch.no_grad()

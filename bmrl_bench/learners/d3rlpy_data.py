@@ -1,4 +1,8 @@
-"""Our flat `Batch` -> d3rlpy `MDPDataset`, with observations and actions aligned.
+"""d3rlpy, seen from this package: a quiet import, our `Batch` as its `MDPDataset`, its BCQ's config.
+
+Used by the d3rlpy BCQ baseline (`baselines/bcq.py`) and by the speed bench (`bmrl_bench.bench`).
+
+Our flat `Batch` -> d3rlpy `MDPDataset`, with observations and actions aligned.
 
 d3rlpy 2.8.1's `get_minari` concatenates each episode's T+1 observations against its
 T actions, so from the second episode on observation t is paired with another step's
@@ -22,6 +26,7 @@ import contextlib
 import functools
 import io
 import logging
+from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
@@ -97,4 +102,32 @@ def batch_to_mdp_dataset(batch: Batch) -> d3rlpy.dataset.MDPDataset:
         **arrays,
         action_space=d3rlpy.ActionSpace.CONTINUOUS,
         action_size=batch.actions.shape[1],
+    )
+
+
+def d3rlpy_bcq_config(
+    *, actor_lr: float, critic_lr: float, imitator_lr: float, actor_hidden: Sequence[int], critic_hidden: Sequence[int],
+    vae_hidden: Sequence[int], batch_size: int, gamma: float, tau: float, lam: float, n_action_samples: int,
+    action_flexibility: float, rl_start_step: int, beta: float,
+) -> d3rlpy.algos.BCQConfig:
+    """d3rlpy's `BCQConfig` with two critics, in d3rlpy's own names (`lam` is our learner's `lmbda`,
+    `action_flexibility` its `phi`)."""
+    d3rlpy = import_d3rlpy()
+    enc = d3rlpy.models.encoders.VectorEncoderFactory
+    return d3rlpy.algos.BCQConfig(
+        actor_learning_rate=actor_lr,
+        critic_learning_rate=critic_lr,
+        imitator_learning_rate=imitator_lr,
+        actor_encoder_factory=enc(hidden_units=list(actor_hidden)),
+        critic_encoder_factory=enc(hidden_units=list(critic_hidden)),
+        imitator_encoder_factory=enc(hidden_units=list(vae_hidden)),
+        batch_size=batch_size,
+        gamma=gamma,
+        tau=tau,
+        n_critics=2,
+        lam=lam,
+        n_action_samples=n_action_samples,
+        action_flexibility=action_flexibility,
+        rl_start_step=rl_start_step,
+        beta=beta,
     )

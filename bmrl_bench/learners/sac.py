@@ -31,8 +31,10 @@ import numpy as np
 import torch
 from torch import nn
 
-from bmrl_bench.errors import CheckpointError
+from bmrl_bench.config_checks import AT_LEAST_1, DISCOUNT, POLYAK, POSITIVE, CheckedConfig
+from bmrl_bench.errors import CheckpointError, ConfigError
 from bmrl_bench.learners.nn import BatchedMLP
+from bmrl_bench.learners.optim import fused_adam, fused_step
 
 BATCH_KEYS = ("observations", "actions", "rewards", "next_observations", "terminals")
 METRIC_NAMES = ("critic_loss", "actor_loss", "alpha", "q_mean", "alpha_loss", "entropy")
@@ -41,7 +43,7 @@ _LOG_2 = math.log(2.0)
 
 
 @dataclass
-class SACConfig:
+class SACConfig(CheckedConfig):
     hidden: tuple[int, ...] = (256, 256)
     """Hidden layer sizes of the actor and of each critic."""
     lr: float = 3e-4
@@ -64,6 +66,14 @@ class SACConfig:
     """Upper bound of the actor's log standard deviation."""
     device: str = "cpu"
     """torch device of the networks; batches are moved there by `update`."""
+
+    RANGES = {"hidden": AT_LEAST_1, "lr": POSITIVE, "gamma": DISCOUNT, "tau": POLYAK, "batch_size": AT_LEAST_1,
+              "init_alpha": POSITIVE}
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        if self.log_std_min >= self.log_std_max:
+            raise ConfigError(f"SACConfig.log_std_min = {self.log_std_min!r} must be below log_std_max = {self.log_std_max!r}")
 
 
 def squashed_gaussian(
@@ -122,7 +132,7 @@ class BatchedSAC:
         self._critic_params = list(self.critic.parameters())
         self._target_params = list(self.critic_target.parameters())
         self._trained = self._actor_params + self._critic_params + ([self.log_alpha] if config.autotune_alpha else [])
-        self.optimizer = torch.optim.Adam(self._trained, lr=config.lr, fused=True)
+        self.optimizer = fused_adam(self._trained, config.lr)
         self._names = self._param_names()
 
     # -- acting -----------------------------------------------------------------------
@@ -217,10 +227,7 @@ class BatchedSAC:
 
         self.optimizer.zero_grad(set_to_none=True)
         loss.backward()
-        for p in self._trained:  # fused Adam silently mis-updates non-contiguous grads
-            if not p.grad.is_contiguous():
-                p.grad = p.grad.contiguous()
-        self.optimizer.step()
+        fused_step(self.optimizer, self._trained)
         with torch.no_grad():
             torch._foreach_lerp_(self._target_params, self._critic_params, cfg.tau)
 

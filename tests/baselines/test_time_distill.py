@@ -5,7 +5,8 @@ import numpy as np
 import pytest
 import torch
 
-from baselines.time_distill import TaskSampler, TiMe, TiMeConfig, own_q_values
+from baselines.time_distill import TiMe, TiMeConfig, own_q_values
+from bmrl_bench.learners.sampling import TaskSampler
 from bmrl_bench.algorithms import EnvSpec
 from bmrl_bench.data import Batch
 

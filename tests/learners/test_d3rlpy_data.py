@@ -5,7 +5,7 @@ import time
 import numpy as np
 import pytest
 
-from baselines.d3rlpy_data import batch_to_mdp_dataset, episode_ends, import_d3rlpy, mdp_arrays
+from bmrl_bench.learners.d3rlpy_data import batch_to_mdp_dataset, episode_ends, import_d3rlpy, mdp_arrays
 from bmrl_bench.data import Batch
 
 
