@@ -219,7 +219,7 @@ def own_q_values(learner: Any, sampler: TaskSampler, chunk: int = 4096) -> torch
     The phase-1 learners are frozen, so the distillation target of a transition never
     changes: computing it once here spares phase 2 a forward pass of K critics per step.
     """
-    t, k = sampler.t, sampler.k
+    t = sampler.t
     out = torch.empty(len(t["rewards"]), device=t["rewards"].device)
     longest = int(sampler.counts.max())
     for start in range(0, longest, chunk):

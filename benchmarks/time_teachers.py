@@ -30,10 +30,10 @@ import torch
 from safetensors.torch import load_file
 
 from baselines.time_distill import CONFIGS, TiMe
-from bmrl_bench.learners.sampling import TaskSampler
 from bmrl_bench.data import TaskInfo, load_suite, read_episodes
 from bmrl_bench.fsutil import atomic_write_text
 from bmrl_bench.harness import meta_train_data, spec_of
+from bmrl_bench.learners.sampling import TaskSampler
 from bmrl_bench.metrics import normalize
 
 

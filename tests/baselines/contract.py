@@ -1,26 +1,28 @@
-"""The contract every registered algorithm meets: a reusable check for its tests.
+"""The contract every registered algorithm meets (`test_contract.py` runs it on each of them).
 
-`check_algorithm_contract(cls, config)` fits `cls` a few steps on a tiny
-synthetic meta-train batch, checks the progress log, saves, reloads through the
-entry-point registry (`load_algorithm`), and checks agents: the Agent protocol,
-action shape, dtype and bounds, and identical actions from the original and the
-reloaded algorithm after identical reset/observe calls. It runs in an empty working
+`check_algorithm_contract(cls, config, suite)` fits `cls` on the suite's meta-train data,
+checks the progress log, saves, reloads through the entry-point registry
+(`load_algorithm`), and checks agents: the Agent protocol, action shape, dtype and bounds,
+and identical actions from the original and the reloaded algorithm after identical
+reset/observe calls. A `Privileged` algorithm (the oracle) is bound to the suite and its
+agents are told the first test task, as the harness does. It runs in an empty working
 directory and asserts that nothing was written there (no `d3rlpy_logs/`, no
-`MUJOCO_LOG.TXT`): an algorithm writes only where it is told to. Plain module (no
-dataclasses, no relative imports), so it also works when loaded from its file path.
+`MUJOCO_LOG.TXT`): an algorithm writes only where it is told to.
+
+`tiny_batch`, `TINY_SPEC` and `RecordingLog` serve the algorithm-specific tests.
 """
 from __future__ import annotations
 
 import math
 import os
-import tempfile
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-from bmrl_bench.algorithms import Agent, EnvSpec, MetaTrainData, load_algorithm
-from bmrl_bench.data import Batch
+from bmrl_bench.algorithms import Agent, EnvSpec, Privileged, load_algorithm
+from bmrl_bench.data import Batch, Suite
+from bmrl_bench.harness import meta_train_data, spec_of
 
 TINY_SPEC = EnvSpec(family="pointgoal", obs_dim=2, act_dim=2, episode_length=20)
 
@@ -83,35 +85,41 @@ def _play(agent: Any, batch: Batch, n: int) -> np.ndarray:
     return np.stack(actions)
 
 
-def check_algorithm_contract(cls: type, config: Any, tmp_path: Path | None = None, spec: EnvSpec = TINY_SPEC,
-                             batch: Batch | None = None) -> Any:
+def _agent(algo: Any, suite: Suite) -> Any:
+    """A fresh agent, told the first test task if the algorithm is privileged (as the harness does)."""
+    agent = algo.make_agent()
+    if isinstance(algo, Privileged):
+        task = suite.test_tasks[0]
+        agent.set_task(task.index, task.param)
+    return agent
+
+
+def check_algorithm_contract(cls: type, config: Any, suite: Suite, tmp_path: Path) -> Any:
     """Fit, log, save, load, act: the shared contract. Returns the fitted algorithm.
 
-    `tmp_path`: a folder for the checkpoint and the empty working directory (default: a
-    temporary folder, removed afterwards). `batch`: the meta-train data (default: `tiny_batch()`
-    shaped like `spec`).
+    `tmp_path`: a folder for the checkpoint and the empty working directory.
     """
-    if tmp_path is None:
-        with tempfile.TemporaryDirectory(prefix="bmrl-contract-") as tmp:
-            return check_algorithm_contract(cls, config, Path(tmp), spec, batch)
-    batch = batch if batch is not None else tiny_batch(obs_dim=spec.obs_dim, act_dim=spec.act_dim,
-                                                       episode_length=spec.episode_length)
-    num_tasks = int(np.unique(batch.task_index).size)
+    spec, data = spec_of(suite), meta_train_data(suite)
+    batch = data.batch
     cwd = tmp_path / "cwd"
     cwd.mkdir()
     old_cwd = os.getcwd()
     os.chdir(cwd)
     try:
         algo = cls(config, spec, seed=0)
+        if isinstance(algo, Privileged):
+            algo.bind_suite(suite)
         log = RecordingLog()
-        algo.fit(MetaTrainData(spec=spec, batch=batch, num_tasks=num_tasks, suite="contract-test"), log)
+        algo.fit(data, log)
         ckpt = tmp_path / "ckpt"
         algo.save(ckpt)
         loaded = load_algorithm(ckpt)
+        if isinstance(loaded, Privileged):
+            loaded.bind_suite(suite)
         # Fresh agents on both sides, before any other agent was made: identical histories, identical actions.
         n = 2 * spec.episode_length
-        before = _play(algo.make_agent(), batch, n)
-        after = _play(loaded.make_agent(), batch, n)
+        before = _play(_agent(algo, suite), batch, n)
+        after = _play(_agent(loaded, suite), batch, n)
         written = _tree(cwd)
     finally:
         os.chdir(old_cwd)
@@ -124,11 +132,12 @@ def check_algorithm_contract(cls: type, config: Any, tmp_path: Path | None = Non
         assert isinstance(phase, str) and phase
         assert isinstance(step, int) and isinstance(total, int) and 0 < step <= total, (phase, step, total)
         assert all(isinstance(k, str) and isinstance(v, float) and math.isfinite(v) for k, v in metrics.items()), metrics
-    steps = [c[1] for c in log.calls if c[0] == log.calls[-1][0]]
-    assert steps == sorted(steps), steps
+    last_phase = [c for c in log.calls if c[0] == log.calls[-1][0]]
+    steps = [c[1] for c in last_phase]
+    assert steps == sorted(steps) and steps[-1] == last_phase[-1][2], steps  # the last phase runs to its total
 
-    # checkpoint
-    assert (ckpt / "config.json").is_file() and (ckpt / "weights.safetensors").is_file()
+    # checkpoint: the two files, weights-only, and the same algorithm back
+    assert sorted(p.name for p in ckpt.iterdir()) == ["config.json", "weights.safetensors"]
     assert type(loaded) is cls
     assert loaded.config == algo.config and loaded.spec == algo.spec and loaded.seed == algo.seed
 
@@ -140,7 +149,7 @@ def check_algorithm_contract(cls: type, config: Any, tmp_path: Path | None = Non
     np.testing.assert_array_equal(before, after)
 
     # the Agent protocol, float64 observations (MuJoCo's), reset/act/observe in any order
-    agent = algo.make_agent()
+    agent = _agent(algo, suite)
     assert isinstance(agent, Agent)
     agent.reset()
     obs64 = batch.observations[3].astype(np.float64)

@@ -9,13 +9,14 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from .contract import TINY_SPEC, RecordingLog, check_algorithm_contract, tiny_batch
 from safetensors.torch import load_file
 
 import baselines.bcq as bcq_module
 from baselines.bcq import MODULES, BCQBaselineConfig, D3rlpyBCQ, act_seed, d3rlpy_config, steps_per_epoch
 from bmrl_bench.algorithms import EnvSpec, MetaTrainData, get_algorithm
 from bmrl_bench.errors import BmrlError, CheckpointError
+
+from .contract import TINY_SPEC, RecordingLog, tiny_batch
 
 REPO = Path(__file__).resolve().parents[2]
 # Small networks and few updates: the contract, not the learning, is under test.
@@ -27,12 +28,6 @@ def fitted(config: BCQBaselineConfig = TINY, seed: int = 0, log=None) -> D3rlpyB
     algo = D3rlpyBCQ(config, TINY_SPEC, seed=seed)
     algo.fit(MetaTrainData(TINY_SPEC, tiny_batch(), 2, "contract-test"), log or RecordingLog())
     return algo
-
-
-def test_contract(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.chdir(tmp_path)
-    check_algorithm_contract(D3rlpyBCQ, TINY, tmp_path)
-    assert not (tmp_path / "d3rlpy_logs").exists() and not (tmp_path / "cwd" / "d3rlpy_logs").exists()
 
 
 def test_registered_under_bcq() -> None:

@@ -1,11 +1,9 @@
 from __future__ import annotations
 
 import dataclasses
-import importlib.util
 from pathlib import Path
 
 import numpy as np
-import pytest
 import torch
 
 from baselines.pearl import Pearl, PearlConfig, product_of_gaussians
@@ -16,16 +14,6 @@ OBS, ACT = 2, 2
 SPEC = EnvSpec(family="pointgoal", obs_dim=OBS, act_dim=ACT, episode_length=20)
 TINY = PearlConfig(steps=6, batch_size=16, meta_batch=2, context_size=4, latent_dim=3, encoder_hidden=(16, 16),
                    hidden=(16, 16), max_context=50, log_every=3)
-CONTRACT = Path(__file__).resolve().parent / "contract.py"
-
-
-@pytest.fixture(autouse=True)
-def _one_thread():
-    """The machine's cores are shared: oversubscribed threads make these small updates 20x slower."""
-    old = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(old)
 
 
 def two_task_batch(n: int = 200, seed: int = 0, terminal: bool = False, obs_dim: int = OBS, scale: float = 1.0) -> Batch:
@@ -64,16 +52,8 @@ def rollout(agent, steps: int = 5, seed: int = 3) -> np.ndarray:
     return np.stack(actions)
 
 
-# ----------------------------------------------------------------------------- contract
-@pytest.mark.skipif(not CONTRACT.exists(), reason="tests/baselines/contract.py not written yet")
-def test_shared_contract() -> None:
-    spec = importlib.util.spec_from_file_location("bmrl_tests_baselines_contract", CONTRACT)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    module.check_algorithm_contract(Pearl, TINY)
-
-
-def test_contract_inline(tmp_path: Path) -> None:
+# ----------------------------------------------------------------------------- fit, log, context (the shared contract: test_contract.py)
+def test_fit_logs_tunes_alpha_and_the_context_moves_the_action(tmp_path: Path) -> None:
     assert get_algorithm("pearl") is Pearl
     assert Pearl.name == "pearl" and Pearl.config_cls is PearlConfig
     for key in ("pointgoal", "halfcheetah-vel-lite", "hopper-vel-lite", "halfcheetah-vel", "hopper-vel", "default"):
@@ -182,3 +162,18 @@ def test_encoder_learns_to_tell_tasks_apart_through_the_critic() -> None:
     after = separation(algo, batch)
     assert before < 1.0, before  # the check fails for an untrained encoder
     assert after > 3.0, (before, after)
+
+
+def test_task_draws_are_pearls_one_numpy_draw_per_step() -> None:
+    """Tasks uniformly with replacement, rows uniformly within each drawn task's slice; exactly PEARL's formula."""
+    from bmrl_bench.learners.sampling import TaskSampler
+
+    batch = two_task_batch(30)
+    batch = batch.select(np.random.default_rng(1).permutation(len(batch)))  # the sampler sorts by task itself
+    sampler = TaskSampler(batch, 2, "cpu")
+    idx = sampler.task_indices(np.random.default_rng(5), 4, 6).numpy()
+    u = np.random.default_rng(5).random((4, 7))
+    task = (u[:, 0] * 2).astype(np.int64)
+    np.testing.assert_array_equal(idx, 30 * task[:, None] + (u[:, 1:] * 30).astype(np.int64))
+    rows = sampler.gather(torch.as_tensor(idx))
+    assert all(len(set(rows["rewards"][i].tolist())) == 1 for i in range(4))  # one task per row: reward +1 or -1

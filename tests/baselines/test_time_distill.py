@@ -6,9 +6,9 @@ import pytest
 import torch
 
 from baselines.time_distill import TiMe, TiMeConfig, own_q_values
-from bmrl_bench.learners.sampling import TaskSampler
 from bmrl_bench.algorithms import EnvSpec
 from bmrl_bench.data import Batch
+from bmrl_bench.learners.sampling import TaskSampler
 
 
 def _batch(counts: list[int], obs_dim: int = 3, act_dim: int = 2, seed: int = 0) -> Batch:
@@ -51,3 +51,24 @@ def test_every_loss_term_is_scaled_to_the_q_term() -> None:
     # the reward term is rescaled to the Q term's magnitude: loss = q + (q / r) * r = 2 q
     torch.testing.assert_close(loss.detach(), 2 * metrics["loss_q"])
     assert float(metrics["loss_r"]) != pytest.approx(float(metrics["loss_q"]))
+
+
+def test_phase1_cache_key_carries_the_code_version(monkeypatch: pytest.MonkeyPatch) -> None:
+    import hashlib
+    from pathlib import Path
+
+    import baselines.time_distill as time_distill
+    from bmrl_bench.algorithms import MetaTrainData
+    from bmrl_bench.learners import nn, optim, sac, sampling
+
+    sources = b"".join(Path(m.__file__).read_bytes() for m in (sac, nn, optim, sampling))
+    want = f"{time_distill.PHASE1_VERSION}-{hashlib.sha256(sources).hexdigest()[:16]}"
+    assert time_distill.phase1_code_version("sac") == want
+    assert time_distill.phase1_code_version("bcq") != want  # the BCQ learner's source instead of SAC's
+
+    algo = TiMe(TiMeConfig(), EnvSpec("pointgoal", 3, 2, 20), seed=0)
+    data = MetaTrainData(algo.spec, _batch([4, 4]), 2, "s")
+    key = algo.phase1_key(data, ["c"])
+    assert algo.phase1_key(data, ["c"]) == key
+    monkeypatch.setattr(time_distill, "PHASE1_VERSION", time_distill.PHASE1_VERSION + 1)
+    assert algo.phase1_key(data, ["c"]) != key  # a bumped version misses the old cache entry

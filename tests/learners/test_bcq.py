@@ -12,15 +12,6 @@ F64 = torch.float64
 SMALL = BCQConfig(actor_hidden=(16, 12), critic_hidden=(16, 12), vae_hidden=(20, 20), n_action_samples=4, lr=1e-3)
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    """These nets are tiny: a second intra-op thread only adds contention (minutes on a busy 2-core box)."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
-
-
 def _batch(K: int, B: int, o: int, a: int, seed: int, dtype: torch.dtype = F64) -> dict[str, torch.Tensor]:
     g = torch.Generator().manual_seed(seed)
     return {

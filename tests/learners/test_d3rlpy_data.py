@@ -5,8 +5,8 @@ import time
 import numpy as np
 import pytest
 
-from bmrl_bench.learners.d3rlpy_data import batch_to_mdp_dataset, episode_ends, import_d3rlpy, mdp_arrays
 from bmrl_bench.data import Batch
+from bmrl_bench.learners.d3rlpy_data import batch_to_mdp_dataset, episode_ends, import_d3rlpy, mdp_arrays
 
 
 def make_batch(lengths: list[int], ends: list[str], obs_dim: int = 3, act_dim: int = 2, seed: int = 0) -> Batch:

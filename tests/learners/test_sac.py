@@ -2,7 +2,6 @@ from __future__ import annotations
 
 import copy
 import math
-from collections.abc import Iterator
 
 import numpy as np
 import pytest
@@ -15,15 +14,6 @@ from bmrl_bench.learners.nn import member_state, stack_states
 from bmrl_bench.learners.sac import BatchedReplay, BatchedSAC, SACConfig, load_member_actor
 
 F64 = torch.float64
-
-
-@pytest.fixture(autouse=True)
-def _one_thread() -> Iterator[None]:
-    """Small nets: one thread is faster and steadier than two on a shared machine."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
 
 
 def random_batch(k: int, b: int, o: int, a: int, g: torch.Generator, dtype: torch.dtype = F64) -> dict[str, torch.Tensor]:
