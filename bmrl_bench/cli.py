@@ -1,21 +1,36 @@
-"""`bmrl-bench`: a thin typer CLI; each command calls one public function."""
+"""`bmrl-bench`: a thin typer CLI.
+
+Each command checks its inputs (`bmrl_bench.cli_inputs`, before any work), calls one public
+function with keyword arguments and prints what it returns. Heavy modules are imported inside
+the commands, so a bad input is answered in about a second.
+"""
 from __future__ import annotations
 
-import json
 import sys
 import time
+from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Iterator, Optional
+from typing import TYPE_CHECKING, Any
 
 import typer
 from rich.console import Console
-from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
-from rich.table import Table
+from rich.markup import escape
 
+from bmrl_bench import cli_inputs as inputs
+from bmrl_bench.cli_inputs import MAX_EPISODES, MAX_SEED, MAX_THREADS, InputError
 from bmrl_bench.errors import BmrlError
 
-app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_enable=False, help="Batch Meta RL benchmark: datasets, evaluation harness, leaderboard.")
+try:  # recent typer releases ship their own copy of click
+    from typer._click import exceptions as click_errors
+except ImportError:
+    from click import exceptions as click_errors
+
+if TYPE_CHECKING:
+    from bmrl_bench.executor import ProgressFn
+
+app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_enable=False,
+                  help="Batch Meta RL benchmark: datasets, evaluation harness, leaderboard.")
 datasets_app = typer.Typer(no_args_is_help=True, help="Build, inspect and verify the Minari datasets of a suite.")
 app.add_typer(datasets_app, name="datasets")
 figures_app = typer.Typer(no_args_is_help=True, help="Figures from the paper, re-made on our suites.")
@@ -25,8 +40,8 @@ err_console = Console(stderr=True)
 
 
 @contextmanager
-def progress_display() -> Iterator:
-    """A rich progress display; returns the (phase, done, total, message) callback.
+def progress_display() -> Iterator[ProgressFn]:
+    """A rich progress display; yields the (phase, done, total, message) callback.
 
     Off a terminal (CI logs, `nohup`) rich draws nothing until the end, so there we print
     one plain line per phase at every 10% and at most every 30 s instead."""
@@ -42,9 +57,11 @@ def progress_display() -> Iterator:
 
         yield log_line
         return
-    with Progress(TextColumn("[bold]{task.fields[phase]}"), BarColumn(), MofNCompleteColumn(),
-                  TimeElapsedColumn(), TextColumn("{task.fields[msg]}"), console=err_console, transient=False) as bar:
-        tasks: dict[str, int] = {}
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+
+    with Progress(TextColumn("[bold]{task.fields[phase]}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
+                  TextColumn("{task.fields[msg]}"), console=err_console, transient=False) as bar:
+        tasks: dict[str, Any] = {}
 
         def update(phase: str, done: int, total: int, msg: str) -> None:
             if phase not in tasks:
@@ -55,22 +72,23 @@ def progress_display() -> Iterator:
 
 
 EXECUTOR_HELP = "Where units of work run: local (this machine) or ray (a Ray cluster; pip install -e \".\\[ray]\")."
-ADDRESS_HELP = "With --executor ray: the cluster to join (auto: the one `ray start` joined this machine to); default: start a local Ray instance."
-WORKERS_HELP = "local: worker processes (default and 0: sized to the cores, e.g. 3 seeds on 2 cores run at once rather than in two rounds; 1: in this process). ray without --address: CPUs of the local instance (default: all)."
+ADDRESS_HELP = ("With --executor ray: the cluster to join (auto: the one `ray start` joined this machine to); "
+                "default: start a local Ray instance.")
+WORKERS_HELP = ("local: worker processes (default and 0: sized to the cores, e.g. 3 seeds on 2 cores run at once "
+                "rather than in two rounds; 1: in this process). ray without --address: CPUs of the local instance "
+                "(default: all).")
 
 
-def make_executor(executor: str, address: Optional[str], workers: Optional[int]):  # noqa: ANN201 - an Executor
+def make_executor(executor: str, address: str | None, workers: int | None) -> Any:
+    """An `Executor` (a context manager). Default: about one worker process per core (`balanced_pool_size`), one
+    torch thread each; units are seeded, so the results equal those of `--workers 1 --threads 1` (and of Ray)."""
     from bmrl_bench.executor import get_executor
 
-    if workers is not None and workers < 0:
-        raise BmrlError(f"--workers {workers}: give a positive number, or 0 to size the pool to the cores")
-    # Default: about one worker process per core (`balanced_pool_size`), one torch thread each; units are seeded, so the
-    # results equal those of `--workers 1 --threads 1` (and of Ray).
     return get_executor(executor, address, workers or None)
 
 
 @contextmanager
-def executor_display(executor) -> Iterator:  # noqa: ANN001 - an Executor
+def executor_display(executor: Any) -> Iterator[ProgressFn]:
     """Inline runs keep `progress_display`; other executors get one table of units (state, throughput).
 
     Yields the (phase, done, total, message) callback for work done in this process."""
@@ -85,43 +103,27 @@ def executor_display(executor) -> Iterator:  # noqa: ANN001 - an Executor
         yield board.phase
 
 
-def parse_seeds(text: str) -> list[int]:
-    """'0-4' -> [0..4]; '0,3,7' -> [0, 3, 7]."""
-    try:
-        seeds: list[int] = []
-        for part in text.split(","):
-            if "-" in part.strip()[1:]:
-                a, b = part.split("-", 1)
-                seeds.extend(range(int(a), int(b) + 1))
-            else:
-                seeds.append(int(part))
-    except ValueError:
-        raise BmrlError(f"--seeds '{text}' is not a seed list; write e.g. 0-4 or 0,1,2") from None
-    if not seeds or len(set(seeds)) != len(seeds) or min(seeds) < 0:
-        raise BmrlError(f"--seeds '{text}' must name distinct non-negative seeds, e.g. 0-4")
-    return seeds
+def _set_threads(threads: int) -> None:
+    import os
+
+    import torch
+
+    torch.set_num_threads(threads or os.cpu_count() or 1)
 
 
-def parse_overrides(items: list[str]) -> dict:
-    out = {}
-    for item in items:
-        if "=" not in item:
-            raise BmrlError(f"--set '{item}' must look like field=value, e.g. --set phase2_steps=2000")
-        key, value = item.split("=", 1)
-        try:
-            out[key] = json.loads(value)
-        except json.JSONDecodeError:
-            out[key] = value
-    return out
-
-
-def _human_bytes(n: int) -> str:
+def _human_bytes(n: float, digits: int = 1) -> str:
     for unit in ("B", "KB", "MB", "GB"):
         if n < 1024:
-            return f"{n:.0f} {unit}" if unit == "B" else f"{n:.1f} {unit}"
+            return f"{n:.0f} {unit}" if unit == "B" else f"{n:.{digits}f} {unit}"
         n /= 1024
-    return f"{n:.1f} TB"
+    return f"{n:.{digits}f} TB"
 
+
+SUITE_ARG = typer.Argument(..., help="Suite name, e.g. pointgoal-3 (see `bmrl-bench datasets list`).")
+EXECUTOR_OPT = typer.Option("local", "--executor", help=EXECUTOR_HELP)
+ADDRESS_OPT = typer.Option(None, "--address", help=ADDRESS_HELP)
+WORKERS_OPT = typer.Option(None, "--workers", min=0, max=MAX_THREADS, help=WORKERS_HELP)
+THREADS_HELP = "torch CPU threads (0: all cores)."
 
 # ---------------------------------------------------------------------------- datasets
 
@@ -129,77 +131,90 @@ def _human_bytes(n: int) -> str:
 @datasets_app.command("list")
 def datasets_list() -> None:
     """Suites, their tasks and splits, and which datasets are built."""
-    from bmrl_bench.build import missing_tasks, suite_bytes
-    from bmrl_bench.data import datasets_root
+    from rich import box
+    from rich.table import Table
+
+    from bmrl_bench.data import datasets_root, missing_tasks, suite_bytes
     from bmrl_bench.suites import get_card, list_suites
 
     root = datasets_root()
-    table = Table(title=f"bmrl-bench suites (datasets in {root})")
+    # Fits 80 columns: no rules between columns, one space of padding, the size inside `built`.
+    # Only the task lists may wrap, on narrower terminals.
+    table = Table(box=box.SIMPLE_HEAD, show_edge=False, padding=(0, 1, 0, 0), caption=f"datasets in {root}",
+                  caption_justify="left")
     table.add_column("suite", no_wrap=True)  # the name users type: never cut
-    for col in ("train tasks", "test tasks", "episode", "per task", "built", "size"):
-        table.add_column(col)
+    table.add_column("train tasks")
+    table.add_column("test tasks")
+    table.add_column("steps", justify="right", no_wrap=True)  # per episode
+    table.add_column("built", no_wrap=True)
     for name in list_suites():
         card = get_card(name)
-        missing = missing_tasks(card, root)
-        built = card.num_tasks - len(missing)
-        table.add_row(name, _task_list(card.train_tasks), _task_list(card.test_tasks),
-                      str(card.episode_length), f"{card.behaviour.steps_per_task:,}", f"{built}/{card.num_tasks}",
-                      _human_bytes(suite_bytes(card, root)) if built else "-")
+        built = card.num_tasks - len(missing_tasks(card, root))
+        size = f", {_human_bytes(suite_bytes(card, root), digits=0)}" if built else ""
+        table.add_row(name, _task_list(card.train_tasks), _task_list(card.test_tasks), str(card.episode_length),
+                      f"{built}/{card.num_tasks}{size}")
     console.print(table)
 
 
-def _task_list(params: list[float], most: int = 4) -> str:
-    """`0, 90, 180`; a long list as its count and range, so the table fits a terminal."""
+def _task_list(params: list[float], most: int = 3) -> str:
+    """`0, 90, 180`; a longer list as its count and range, so the table fits a terminal."""
     if len(params) <= most:
         return ", ".join(f"{p:g}" for p in params)
-    return f"{len(params)} over [{min(params):g}, {max(params):g}]"
+    return f"{len(params)} in [{min(params):g}, {max(params):g}]"
 
 
 @datasets_app.command("build")
 def datasets_build(
-    suite: str = typer.Argument(..., help="Suite name, e.g. pointgoal-3 (see `bmrl-bench datasets list`)."),
+    suite: str = SUITE_ARG,
     force: bool = typer.Option(False, "--force", help="Rebuild every dataset, even those that verify."),
-    executor: str = typer.Option("local", "--executor", help=EXECUTOR_HELP),
-    address: Optional[str] = typer.Option(None, "--address", help=ADDRESS_HELP),
-    workers: Optional[int] = typer.Option(None, "--workers", help=WORKERS_HELP),
+    executor: str = EXECUTOR_OPT,
+    address: str | None = ADDRESS_OPT,
+    workers: int | None = WORKERS_OPT,
 ) -> None:
     """Collect the behaviour data of a suite and write it as Minari datasets (one torch thread: reproducible bytes)."""
+    inputs.check_suite(suite)
+    inputs.check_executor(executor, address)
     from bmrl_bench.build import build_suite
 
     t0 = time.perf_counter()
     with make_executor(executor, address, workers) as ex, executor_display(ex) as update:
         report = build_suite(suite, force=force, progress=update, executor=ex)
     took = time.perf_counter() - t0
+    size = _human_bytes(report.bytes_on_disk)
     if not report.built:
-        console.print(f"{suite}: all {len(report.skipped)} datasets already built and verified ({_human_bytes(report.bytes_on_disk)}).")
+        console.print(f"{suite}: all {len(report.skipped)} datasets already built and verified ({size}).")
         return
     phases = ", ".join(f"{k} {v:.0f}s" for k, v in report.seconds.items())
-    console.print(f"{suite}: built {len(report.built)} datasets in {took:.0f}s ({phases}); {_human_bytes(report.bytes_on_disk)} on disk.")
+    console.print(f"{suite}: built {len(report.built)} datasets in {took:.0f}s ({phases}); {size} on disk.")
 
 
 @datasets_app.command("info")
 def datasets_info(dataset_id: str = typer.Argument(..., help="e.g. bmrl/pointgoal-3/task-00-v0")) -> None:
     """Metadata of one dataset: task, split, behaviour recipe, reference scores, checksum."""
-    from bmrl_bench.data import read_episodes, read_metadata
-    from bmrl_bench.suites import parse_dataset_id
+    inputs.check_dataset_id(dataset_id)
+    import json
 
-    parse_dataset_id(dataset_id)
+    from rich.table import Table
+
+    from bmrl_bench.data import read_episodes, read_metadata
+
     meta = read_metadata(dataset_id)
-    ep = read_episodes(dataset_id)
-    table = Table(title=dataset_id, show_header=False)
+    returns = read_episodes(dataset_id).episode_returns()
+    env_spec = meta.get("env_spec")
     rows = [
         ("suite", f"{meta['bmrl_suite']} v{meta['bmrl_suite_version']} ({meta['bmrl_family']})"),
         ("split", meta["bmrl_split"]),
         ("task parameter", f"{meta['bmrl_param_name']} = {meta['bmrl_task_param']}"),
         ("episodes / steps", f"{meta['total_episodes']} / {meta['total_steps']}"),
-        ("episode returns", f"min {ep.episode_returns().min():.1f}, mean {ep.episode_returns().mean():.1f}, max {ep.episode_returns().max():.1f}"),
+        ("episode returns", f"min {returns.min():.1f}, mean {returns.mean():.1f}, max {returns.max():.1f}"),
         ("behaviour", json.dumps(meta["bmrl_behaviour"])),
         ("ref_min_score", f"{meta['ref_min_score']:.2f} (uniform random policy)"),
         ("ref_max_score", f"{meta['ref_max_score']:.2f} ({meta['bmrl_ref_max_source']} policy)"),
         ("expert", _expert_summary(meta.get("bmrl_expert"))),
         ("checksum", meta["bmrl_checksum"]),
-        ("env", json.loads(meta["env_spec"])["id"] if isinstance(meta.get("env_spec"), str) else str(meta.get("env_spec"))),
+        ("env", json.loads(env_spec)["id"] if isinstance(env_spec, str) else str(env_spec)),
     ]
+    table = Table(title=dataset_id, show_header=False)
     for k, v in rows:
         table.add_row(k, str(v))
     console.print(table)
@@ -214,26 +229,28 @@ def _expert_summary(expert: dict | None) -> str:
 
 
 @datasets_app.command("verify")
-def datasets_verify(suite: str = typer.Argument(..., help="Suite name.")) -> None:
+def datasets_verify(suite: str = SUITE_ARG) -> None:
     """Recompute every dataset's checksum; name each missing or damaged file."""
-    from bmrl_bench.build import verify_suite
+    inputs.check_suite(suite)
+    from bmrl_bench.data import verify_suite
 
     rows = verify_suite(suite)
-    bad = [r for r in rows if r.status != "ok"]
     for r in rows:
-        console.print(f"{'ok  ' if r.status == 'ok' else 'FAIL'} {r.dataset_id}" + ("" if r.status == "ok" else f": {r.status}"))
+        console.print("ok   " + r.dataset_id if r.status == "ok" else f"FAIL {r.dataset_id}: {r.status}")
+    bad = [r for r in rows if r.status != "ok"]
     if bad:
-        raise BmrlError(f"{len(bad)} of {len(rows)} datasets of {suite} failed verification; rebuild with `bmrl-bench datasets build {suite}`")
+        raise BmrlError(f"{len(bad)} of {len(rows)} datasets of {suite} failed verification; "
+                        f"rebuild with `bmrl-bench datasets build {suite}`")
     console.print(f"{suite}: all {len(rows)} datasets verified.")
 
 
 @datasets_app.command("publish")
-def datasets_publish(suite: str = typer.Argument(..., help="Suite name.")) -> None:
+def datasets_publish(suite: str = SUITE_ARG) -> None:
     """Record the local build's checksums and reference scores as the suite's published build."""
+    inputs.check_suite(suite)
     from bmrl_bench.published import publish_local_build
 
-    path = publish_local_build(suite)
-    console.print(f"wrote {path}")
+    console.print(f"wrote {publish_local_build(suite)}")
 
 
 # ---------------------------------------------------------------------------- eval
@@ -241,52 +258,53 @@ def datasets_publish(suite: str = typer.Argument(..., help="Suite name.")) -> No
 
 @app.command("eval")
 def eval_cmd(
-    algo: str = typer.Option(..., "--algo", help="Registered algorithm: time, batch-sac, pearl, bcq, random, oracle, ..."),
-    suite: str = typer.Option("pointgoal-3", "--suite", help="Suite to train on (meta-train split) and score on (meta-test split)."),
+    algo: str = typer.Option(..., "--algo", help="Registered algorithm: time, batch-sac, pearl, bcq, random, oracle."),
+    suite: str = typer.Option("pointgoal-3", "--suite",
+                              help="Suite to train on (meta-train split) and score on (meta-test split)."),
     seeds: str = typer.Option("0-2", "--seeds", help="Runs, e.g. 0-4 or 0,1,2; at least 3 for the leaderboard."),
     protocol: str = typer.Option("zero-shot", "--protocol", help="zero-shot | offline-context | few-shot."),
-    episodes: Optional[int] = typer.Option(None, "--episodes", help="Scored episodes per test task (default: the suite card's)."),
-    config: Optional[str] = typer.Option(None, "--config", help="Named config of the algorithm (default: the suite's or family's)."),
+    episodes: int | None = typer.Option(None, "--episodes", min=1, max=MAX_EPISODES,
+                                           help="Scored episodes per test task (default: the suite card's)."),
+    config: str | None = typer.Option(None, "--config",
+                                         help="Named config of the algorithm (default: the suite's or family's)."),
     set_: list[str] = typer.Option([], "--set", help="Override a config field: --set field=value (repeatable)."),
     out: Path = typer.Option(Path("results"), "--out", help="Folder for the results JSON."),
-    device: str = typer.Option("cpu", "--device", help="torch device: cpu or cuda."),
-    threads: int = typer.Option(0, "--threads", help="torch CPU threads (0: all cores)."),
-    checkpoints: Optional[Path] = typer.Option(None, "--checkpoints", help="Save each run's trained algorithm here."),
+    device: str = typer.Option("cpu", "--device", help="torch device: cpu, cuda[:N] or mps."),
+    threads: int = typer.Option(0, "--threads", min=0, max=MAX_THREADS, help=THREADS_HELP),
+    checkpoints: Path | None = typer.Option(None, "--checkpoints", help="Save each run's trained algorithm here."),
     executor: str = typer.Option("local", "--executor", help=EXECUTOR_HELP + " One unit per seed."),
-    address: Optional[str] = typer.Option(None, "--address", help=ADDRESS_HELP),
-    workers: Optional[int] = typer.Option(None, "--workers", help=WORKERS_HELP),
+    address: str | None = ADDRESS_OPT,
+    workers: int | None = WORKERS_OPT,
 ) -> None:
     """Fit an algorithm on a suite's meta-train datasets and score it zero-shot on the test tasks."""
-    from bmrl_bench.data import load_suite
-    from bmrl_bench.harness import evaluate, per_task_table
-    from bmrl_bench.metrics import aggregate
-    from bmrl_bench.results import load_results, normalized_scores
+    request = inputs.eval_request(algo=algo, suite=suite, seeds=seeds, protocol=protocol, episodes=episodes,
+                                  config=config, set_=set_, out=out, device=device, checkpoints=checkpoints,
+                                  executor=executor, address=address)
+    from bmrl_bench.harness import evaluate
 
     _set_threads(threads)
     with make_executor(executor, address, workers) as ex, executor_display(ex) as update:
-        # A seed's unit in a worker reserves --threads CPUs (at least 1) and uses that many torch threads.
-        run = evaluate(algo, suite, protocol, parse_seeds(seeds), episodes, config, parse_overrides(set_), out, device, update,
-                       checkpoints, executor=ex, unit_cpus=max(1, threads))
-    loaded = load_suite(suite)
-    table = Table(title=f"{algo} on {suite} ({protocol}), seeds {seeds}")
+        run = evaluate(
+            request.algorithm, request.suite_name, protocol_name=request.protocol_name, seeds=request.seeds,
+            episodes=request.episodes, config_name=request.config_name, overrides=request.overrides,
+            out_dir=request.out_dir, device=request.device, progress=update, checkpoint_dir=request.checkpoint_dir,
+            executor=ex, unit_cpus=max(1, threads),  # a seed's unit in a worker reserves --threads CPUs
+        )
+    _print_eval(run, title=f"{algo} on {request.suite_name} ({request.protocol_name}), seeds {seeds}")
+
+
+def _print_eval(run: Any, title: str) -> None:
+    from rich.table import Table
+
+    table = Table(title=title)
     for col in ("task", "param", "mean return", "normalized"):
         table.add_column(col, justify="right")
-    for row in per_task_table(run.results, loaded):
+    for row in run.per_task:
         table.add_row(f"{row['task']:02d}", f"{row['param']:g}", f"{row['return']:.1f}", f"{row['normalized']:.3f}")
     console.print(table)
-    scores = normalized_scores(load_results(run.path), {t.index: (t.ref_min, t.ref_max) for t in loaded.test_tasks})
-    agg = aggregate(scores)
-    console.print("  ".join(f"{k} {v[0]:.3f} [{v[1]:.3f}, {v[2]:.3f}]" for k, v in agg.items()))
+    console.print("  ".join(f"{k} {v[0]:.3f} [{v[1]:.3f}, {v[2]:.3f}]" for k, v in run.aggregates.items()))
     console.print("wall time: " + ", ".join(f"{k} {v:.1f}s" for k, v in run.wall_time_s.items()))
     console.print(f"results: {run.path}")
-
-
-def _set_threads(threads: int) -> None:
-    import os
-
-    import torch
-
-    torch.set_num_threads(threads or os.cpu_count() or 1)
 
 
 # ---------------------------------------------------------------------------- bench
@@ -294,18 +312,25 @@ def _set_threads(threads: int) -> None:
 
 @app.command("bench")
 def bench_cmd(
-    quick: bool = typer.Option(False, "--quick", help="Time each case briefly: a smoke test (seconds), not a measurement."),
-    device: str = typer.Option("cpu", "--device", help="torch device of the learners: cpu or cuda."),
-    threads: int = typer.Option(0, "--threads", help="torch CPU threads of every learner row (0: all cores)."),
-    json_path: Optional[Path] = typer.Option(None, "--json", help="Also write the rows and the machine description here."),
+    quick: bool = typer.Option(False, "--quick",
+                               help="Time each case briefly: a smoke test (seconds), not a measurement."),
+    device: str = typer.Option("cpu", "--device", help="torch device of the learners: cpu, cuda[:N] or mps."),
+    threads: int = typer.Option(0, "--threads", min=0, max=MAX_THREADS,
+                                help="torch CPU threads of every learner row (0: all cores)."),
+    json_path: Path | None = typer.Option(None, "--json",
+                                          help="Also write the rows and the machine description here."),
 ) -> None:
     """Training speed: our BCQ and SAC against d3rlpy's on identical configs and data, with FLOP bounds."""
+    if json_path is not None:
+        inputs.check_file_to_write(json_path, "--json")
     from bmrl_bench.runtime import keep_freed_memory, sleep_idle_omp_threads
 
     runtime = {"omp_passive": sleep_idle_omp_threads(), "keep_freed_memory": keep_freed_memory()}  # before torch loads
+    inputs.check_device(device)
     from bmrl_bench.bench import bench_info, row_notes, rows_table, run_bench, write_json
 
-    rows = run_bench(quick=quick, device=device, threads=threads or None, progress=lambda m: err_console.print(f"bench: {m}"))
+    rows = run_bench(quick=quick, device=device, threads=threads or None,
+                     progress=lambda m: err_console.print(f"bench: {m}"))
     info = bench_info(threads or None, device) | {"runtime": runtime}
     out = console if console.is_terminal else Console(width=120)  # a pipe or a file gets the whole table
     out.print(rows_table(rows, info))
@@ -318,38 +343,77 @@ def bench_cmd(
 
 # ---------------------------------------------------------------------------- leaderboard
 
+BOARD_WHAT = "the leaderboard folder (it holds submissions/)"
+
 
 @app.command("submit")
 def submit_cmd(
     results_file: Path = typer.Argument(..., help="A results JSON written by `bmrl-bench eval`."),
     board: Path = typer.Option(Path("leaderboard"), "--board", help="The leaderboard folder."),
+    checkpoints: Optional[Path] = typer.Option(
+        None, "--checkpoints", help="The folder `eval --checkpoints DIR` wrote for these results: the board re-runs every"
+        " seed from it and files the entry as verified if every episode agrees (else: self-reported)."),
+    executor: str = typer.Option("local", "--executor", help=EXECUTOR_HELP + " One unit per seed of the re-run."),
+    address: Optional[str] = typer.Option(None, "--address", help=ADDRESS_HELP),
+    workers: int = typer.Option(1, "--workers", min=0, max=MAX_THREADS,
+                                help="local: worker processes of the re-run (1: in this process; 0: sized to the cores)."),
+    threads: int = typer.Option(0, "--threads", min=0, max=MAX_THREADS, help=THREADS_HELP),
 ) -> None:
     """Validate a results file, recompute its scores, add it to the leaderboard, re-render."""
+    inputs.check_existing_file(results_file, "RESULTS_FILE", "a results JSON written by `bmrl-bench eval`")
+    inputs.check_folder_to_write(board, "--board")
+    if checkpoints is not None:
+        inputs.check_existing_folder(checkpoints, "--checkpoints", "the folder `bmrl-bench eval --checkpoints DIR` wrote")
+        inputs.check_executor(executor, address)
     from bmrl_bench.leaderboard import render, submit
     from bmrl_bench.published import suite_reference
 
-    entry = submit(results_file, board, suite_reference)
+    if checkpoints is None:
+        entry = submit(results_file, board, suite_reference)
+    else:
+        _set_threads(threads)
+        with make_executor(executor, address, workers) as ex, executor_display(ex) as update:
+            entry = submit(results_file, board, suite_reference, checkpoints=checkpoints, executor=ex, progress=update,
+                           unit_cpus=max(1, threads))
+        check = entry.verification
+        console.print(f"re-evaluated {len(entry.seeds)} seeds from {checkpoints} in {check.wall_time_s:.1f} s:"
+                      f" every episode agrees (max |difference| {check.max_abs_diff:.3g})")
     render(board, suite_reference)
-    console.print(f"accepted: {entry}")
+    console.print(f"accepted: {escape(str(entry))}")
 
 
 @app.command("leaderboard")
-def leaderboard_cmd(board: Path = typer.Option(Path("leaderboard"), "--board", help="The leaderboard folder.")) -> None:
+def leaderboard_cmd(
+    board: Path = typer.Option(Path("leaderboard"), "--board", help="The leaderboard folder."),
+    verified_only: bool = typer.Option(False, "--verified-only",
+                                       help="Print the tables of verified entries only (Markdown); write nothing."),
+) -> None:
     """Re-render leaderboard/README.md and leaderboard/index.html from the submissions."""
-    from bmrl_bench.leaderboard import render
+    inputs.check_existing_folder(board, "--board", BOARD_WHAT)
+    from bmrl_bench.leaderboard import markdown, render
     from bmrl_bench.published import suite_reference
 
+    if verified_only:
+        typer.echo(markdown(board, suite_reference, verified_only=True), nl=False)  # not rich: [links](...) stay as written
+        return
     render(board, suite_reference)
     console.print(f"rendered {board / 'README.md'} and {board / 'index.html'}")
+
+
+# ---------------------------------------------------------------------------- figures
+
+FIGURES_OUT = typer.Option(Path("figures"), "--out", help="Folder for the PNG files.")
 
 
 @figures_app.command("misidentification")
 def figures_misidentification(
     suite: str = typer.Option("pointgoal-3", "--suite", help="Suite whose meta-train data Batch SAC pools."),
-    out: Path = typer.Option(Path("figures"), "--out", help="Folder for the PNG files."),
-    seed: int = typer.Option(0, "--seed", help="Training seed."),
+    out: Path = FIGURES_OUT,
+    seed: int = typer.Option(0, "--seed", min=0, max=MAX_SEED, help="Training seed."),
 ) -> None:
     """The paper's Figure 2 (left, middle): Batch SAC's Q estimates against its returns, and its trajectories."""
+    inputs.check_suite(suite)
+    inputs.check_folder_to_write(out, "--out")
     from bmrl_bench.figures import misidentification
 
     _set_threads(0)
@@ -360,12 +424,17 @@ def figures_misidentification(
 @figures_app.command("time")
 def figures_time(
     suite: str = typer.Option("pointgoal-3", "--suite", help="Suite to train tiMe on."),
-    out: Path = typer.Option(Path("figures"), "--out", help="Folder for the PNG files."),
-    seed: int = typer.Option(0, "--seed", help="Training seed (and episode seeds)."),
-    checkpoint: Optional[Path] = typer.Option(
-        None, "--checkpoint", help="A tiMe saved by `eval --algo time --checkpoints DIR` (DIR/<run>); default: train one now."),
+    out: Path = FIGURES_OUT,
+    seed: int = typer.Option(0, "--seed", min=0, max=MAX_SEED, help="Training seed (and episode seeds)."),
+    checkpoint: Path | None = typer.Option(
+        None, "--checkpoint",
+        help="A tiMe saved by `eval --algo time --checkpoints DIR` (DIR/<run>); default: train one now."),
 ) -> None:
     """The paper's Figure 2 (right) on PointGoal; Figure 3's comparison on MuJoCo suites."""
+    inputs.check_suite(suite)
+    inputs.check_folder_to_write(out, "--out")
+    if checkpoint is not None:
+        inputs.check_existing_folder(checkpoint, "--checkpoint", "a checkpoint folder saved by `eval --checkpoints`")
     from bmrl_bench.figures import time_figure
 
     _set_threads(0)
@@ -373,22 +442,44 @@ def figures_time(
         console.print(f"wrote {path}")
 
 
+# ---------------------------------------------------------------------------- entry point
+
+
+def _say_error(message: str) -> None:
+    err_console.print(f"[red]error:[/red] {escape(message)}", highlight=False, soft_wrap=True)
+
+
 def main() -> None:
+    """The console script: typer's parsing, and every error as one line (exit 2: usage, 1: failure)."""
     from bmrl_bench.runtime import keep_freed_memory, sleep_idle_omp_threads
 
     # Before torch loads (measured in bmrl_bench/runtime.py: up to 20x on a busy machine, bit-identical).
     sleep_idle_omp_threads()
     keep_freed_memory()
     try:
-        app()
+        code = app(standalone_mode=False)  # click's errors come back here instead of as a multi-line box
+    except click_errors.NoArgsIsHelpError as e:
+        print(e.ctx.get_help())
+        sys.exit(0)
+    except click_errors.UsageError as e:
+        where = f"; see `{e.ctx.command_path} --help`" if e.ctx is not None else ""
+        _say_error(e.format_message().rstrip(".") + where)
+        sys.exit(2)
+    except InputError as e:
+        _say_error(str(e))
+        sys.exit(2)
     except BmrlError as e:
-        from rich.markup import escape  # messages may hold brackets, e.g. pip extras ".[ray]"
-
-        err_console.print(f"[red]error:[/red] {escape(str(e))}", highlight=False, soft_wrap=True)
+        _say_error(str(e))
         sys.exit(1)
-    except KeyboardInterrupt:
+    except click_errors.ClickException as e:
+        _say_error(e.format_message())
+        sys.exit(e.exit_code)
+    except (typer.Abort, KeyboardInterrupt):
         err_console.print("interrupted; nothing half-written was published (re-run to finish)")
         sys.exit(130)
+    if code == 130:  # typer turns Ctrl-C inside a command into exit code 130
+        err_console.print("interrupted; nothing half-written was published (re-run to finish)")
+    sys.exit(code if isinstance(code, int) else 0)
 
 
 if __name__ == "__main__":

@@ -4,17 +4,24 @@ from __future__ import annotations
 from typer.testing import CliRunner
 
 from bmrl_bench.cli import _task_list, app
+from bmrl_bench.suites import get_card, list_suites
 
 
 def test_task_list_is_compact_when_long() -> None:
     assert _task_list([0.0, 90.0, 180.0]) == "0, 90, 180"
-    assert _task_list([0.0, 0.5, 1.0, 1.5, 2.0]) == "5 over [0, 2]"
+    assert _task_list([0.0, 0.5, 1.0, 1.5, 2.0]) == "5 in [0, 2]"
 
 
-def test_datasets_list_shows_every_suite_unbuilt() -> None:
-    result = CliRunner().invoke(app, ["datasets", "list"], env={"COLUMNS": "200"})
+def test_datasets_list_fits_80_columns_one_line_per_suite() -> None:
+    result = CliRunner().invoke(app, ["datasets", "list"], env={"COLUMNS": "80"})
     assert result.exit_code == 0, result.output
-    for name in ("pointgoal-3", "pointgoal-semicircle", "halfcheetah-vel-lite", "hopper-vel", "tiny-pointgoal"):
-        assert name in result.output
-    assert "29 over [0, 1.5]" in result.output  # halfcheetah-vel's 29 train targets
-    assert "0/32" in result.output  # nothing is built in the test's empty Minari root
+    lines = result.output.splitlines()
+    assert max(len(line) for line in lines) <= 80
+    for name in list_suites():
+        card = get_card(name)
+        row = next(line for line in lines if line.split(" ", 1)[0] == name)  # the name is never cut
+        assert f" 0/{card.num_tasks}" in row  # nothing is built in the test's empty Minari root
+        assert f" {card.episode_length} " in row
+    halfcheetah = next(line for line in lines if line.startswith("halfcheetah-vel "))
+    assert "29 in [0, 1.5]" in halfcheetah and "0.475, 1.075, 1.475" in halfcheetah  # no cell wraps
+    assert len(lines) == 2 + len(list_suites()) + 1  # header, rule, one row per suite, where the datasets are
