@@ -1,14 +1,19 @@
 """bmrl-bench: the benchmark for Batch Meta Reinforcement Learning (offline meta-RL).
 
-    >>> import bmrl_bench
+    >>> import bmrl_bench, gymnasium
     >>> suite = bmrl_bench.load_suite("pointgoal-3")   # meta-train batches as arrays
+    >>> env = gymnasium.make("bmrl/HalfCheetahVel-v0", target_velocity=1.2)  # ids registered by the import
 """
 from __future__ import annotations
 
 from typing import Any
 
+from bmrl_bench.registration import register_envs
+
 __version__ = "0.1.0"
-__all__ = ["__version__", "evaluate", "get_algorithm", "list_suites", "load_suite"]
+__all__ = ["__version__", "evaluate", "get_algorithm", "list_suites", "load_suite", "register_envs"]
+
+register_envs()  # the families' Gymnasium ids (strings only: MuJoCo loads on the first gym.make)
 
 
 def __getattr__(name: str) -> Any:

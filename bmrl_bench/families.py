@@ -25,6 +25,7 @@ from gymnasium.envs.mujoco.half_cheetah_v5 import HalfCheetahEnv
 from gymnasium.envs.mujoco.hopper_v5 import HopperEnv
 
 from bmrl_bench.errors import UnknownFamilyError
+from bmrl_bench.registration import register_envs  # the ids' one table, light enough for `import bmrl_bench`
 
 # MuJoCo 4 warns "compiler attribute 'settotalmass' is deprecated" when the
 # HalfCheetah model is compiled, printing it and appending it to MUJOCO_LOG.TXT in
@@ -187,13 +188,6 @@ FAMILIES: dict[str, Family] = {
     ),
 }
 
-_ENTRY_POINTS: dict[str, str] = {
-    "bmrl/PointGoal-v0": "bmrl_bench.families:PointGoalEnv",
-    "bmrl/HalfCheetahVel-v0": "bmrl_bench.families:HalfCheetahVelEnv",
-    "bmrl/HopperVel-v0": "bmrl_bench.families:HopperVelEnv",
-}
-
-
 def get_family(name: str) -> Family:
     """The family called ``name``; raises UnknownFamilyError listing the known names."""
     try:
@@ -204,16 +198,4 @@ def get_family(name: str) -> Family:
         ) from None
 
 
-def register_envs() -> None:
-    """Register the three env ids with Gymnasium; ids already registered are skipped."""
-    for family in FAMILIES.values():
-        if family.env_id in gym.registry:
-            continue
-        gym.register(
-            id=family.env_id,
-            entry_point=_ENTRY_POINTS[family.env_id],
-            max_episode_steps=family.default_episode_length,
-        )
-
-
-register_envs()
+register_envs()  # also done by `import bmrl_bench`; here for code that imports this module alone
