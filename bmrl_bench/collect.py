@@ -20,7 +20,7 @@ from bmrl_bench.learners.sac import BatchedReplay, BatchedSAC, SACConfig
 from bmrl_bench.suites import BehaviourRecipe, ExpertRecipe
 
 Policy = Callable[[np.ndarray], np.ndarray]  # (B, obs_dim) -> (B, act_dim), deterministic
-ProgressFn = Callable[[int, int, list[float]], None]  # (step, total, recent return per task)
+ReturnsProgressFn = Callable[[int, int, list[float]], None]  # (step, total, recent return per task): not a ProgressFn
 # The expert's convergence checks reset their envs from this seed range (disjoint from the rest).
 EXPERT_CHECK_SEED = 60_000_000
 
@@ -59,7 +59,7 @@ def collect_behaviour(
     params: Sequence[float],
     episode_length: int,
     recipe: BehaviourRecipe,
-    progress: ProgressFn | None = None,
+    progress: ReturnsProgressFn | None = None,
 ) -> list[TaskCollection]:
     """Train one SAC per task parameter online, all batched; return every transition."""
     k = len(params)
@@ -160,7 +160,7 @@ def train_expert(
     param_high: float,
     episode_length: int,
     recipe: ExpertRecipe,
-    progress: ProgressFn | None = None,
+    progress: ReturnsProgressFn | None = None,
 ) -> tuple[BatchedSAC, ExpertTraining]:
     """SAC on tasks drawn uniformly from [param_low, param_high] per episode, param in the obs.
 

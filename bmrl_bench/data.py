@@ -1,4 +1,7 @@
-"""Loading a suite's Minari datasets as flat numpy arrays.
+"""Loading a suite's Minari datasets as flat numpy arrays, and their status (built, missing, damaged).
+
+This module only reads: writing datasets is `bmrl_bench.build`'s job (`ensure_built`
+builds what `missing_tasks` names).
 
 Minari's own loader iterates episodes one by one (about 1.8 ms each for short
 episodes); reading the HDF5 file with h5py directly is an order of magnitude faster,
@@ -9,13 +12,14 @@ from __future__ import annotations
 
 import hashlib
 import json
+from collections.abc import Iterator
 from dataclasses import dataclass, fields
 from pathlib import Path
 from typing import Any, Literal
 
 import numpy as np
 
-from bmrl_bench.errors import ChecksumMismatchError, DatasetCorruptError, DatasetMissingError
+from bmrl_bench.errors import BmrlError, ChecksumMismatchError, DatasetCorruptError, DatasetMissingError
 from bmrl_bench.families import Family, get_family
 from bmrl_bench.suites import SuiteCard, get_card
 
@@ -31,6 +35,11 @@ def dataset_dir(dataset_id: str, root: Path | None = None) -> Path:
     return (root or datasets_root()) / dataset_id
 
 
+def behaviour_policy_path(dataset_id: str, root: Path) -> Path:
+    """The behaviour SAC's final actor, saved beside its dataset."""
+    return dataset_dir(dataset_id, root) / "policies" / "behaviour.safetensors"
+
+
 @dataclass
 class Episodes:
     """A dataset's episodes concatenated; `starts[e]` indexes episode e's first step."""
@@ -44,6 +53,13 @@ class Episodes:
 
     def episode_returns(self) -> np.ndarray:
         return np.add.reduceat(self.rewards, np.concatenate([[0], np.cumsum(self.lengths)[:-1]]))
+
+    def episode_slices(self) -> Iterator[tuple[slice, slice]]:
+        """(observation slice, step slice) of each episode."""
+        o = t = 0
+        for n in self.lengths.tolist():
+            yield slice(o, o + n + 1), slice(t, t + n)
+            o, t = o + n + 1, t + n
 
 
 def read_episodes(dataset_id: str, root: Path | None = None) -> Episodes:
@@ -103,6 +119,59 @@ def read_metadata(dataset_id: str, root: Path | None = None) -> dict:
             f"rebuild it with `bmrl-bench datasets build {dataset_id.split('/')[1]}`"
         ) from None
     return meta
+
+
+# ---------------------------------------------------------------------------- status
+
+# The data is intact but its reference scores came from another expert recipe: a build
+# recomputes them (and rewrites the metadata) without collecting the data again.
+STALE_REFERENCES = "stale reference scores: the card's expert recipe changed since this dataset was built; run the build again"
+
+
+def dataset_status(card: SuiteCard, index: int, root: Path) -> str:
+    """'ok', 'missing', or a one-line description of the damage."""
+    dataset_id = card.dataset_id(index)
+    try:
+        meta = read_metadata(dataset_id, root)
+        checksum = content_checksum(read_episodes(dataset_id, root))
+    except DatasetMissingError:
+        return "missing"
+    except DatasetCorruptError as e:
+        return str(e)
+    if checksum != meta["bmrl_checksum"]:
+        return f"checksum mismatch: {dataset_dir(dataset_id, root) / 'data' / 'main_data.hdf5'} was modified"
+    if meta.get("bmrl_expert", {}).get("recipe") != card.expert.model_dump():
+        return STALE_REFERENCES
+    return "ok"
+
+
+def missing_tasks(card: SuiteCard, root: Path) -> list[int]:
+    """Task indices whose dataset is missing, damaged or stale: what a build would (re)write."""
+    return [i for i in range(card.num_tasks) if dataset_status(card, i, root) != "ok"]
+
+
+def suite_bytes(card: SuiteCard, root: Path) -> int:
+    d = root / card.namespace()
+    return sum(f.stat().st_size for f in d.rglob("*") if f.is_file()) if d.exists() else 0
+
+
+@dataclass
+class VerifyRow:
+    dataset_id: str
+    status: str  # "ok", "missing", or what is damaged
+
+
+def verify_suite(name: str) -> list[VerifyRow]:
+    card = get_card(name)
+    root = datasets_root()
+    return [VerifyRow(card.dataset_id(i), dataset_status(card, i, root)) for i in range(card.num_tasks)]
+
+
+# ---------------------------------------------------------------------------- loading
+
+
+class NotATestTaskError(BmrlError):
+    pass
 
 
 @dataclass
@@ -217,7 +286,9 @@ class Suite:
     def load_test_batch(self, index: int) -> Batch:
         """A test task's offline data: for reference scores and offline-context protocols only."""
         if self.card.task_split(index) != "test":
-            raise ValueError(f"task {index} of {self.name} is not a test task")
+            first, last = self.card.test_indices()[0], self.card.test_indices()[-1]
+            raise NotATestTaskError(f"task {index} of {self.name} is not a test task; only a test task's data loads this way "
+                                    f"(test tasks: {first if first == last else f'{first}-{last}'})")
         return load_task(self.card, index, self.root)[1]
 
     def __repr__(self) -> str:
@@ -236,18 +307,13 @@ def _test_task_info(card: SuiteCard, index: int, root: Path) -> TaskInfo:
                     float(meta["ref_min_score"]), float(meta["ref_max_score"]), meta["bmrl_checksum"])
 
 
-def load_suite(name: str, build_missing: bool = False) -> Suite:
+def load_suite(name: str) -> Suite:
     """The meta-train batches of suite `name` as arrays, plus task parameters and splits.
 
-    With `build_missing=True` datasets that are not on disk are built first.
+    The datasets must be built (`bmrl_bench.build.ensure_built` builds the missing ones).
     """
     card = get_card(name)
     root = datasets_root()
-    if build_missing:
-        from bmrl_bench.build import build_suite, missing_tasks
-
-        if missing_tasks(card, root):
-            build_suite(name)
     tasks: list[TaskInfo] = []
     batches: list[Batch] = []
     for i in card.train_indices():

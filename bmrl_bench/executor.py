@@ -73,6 +73,9 @@ class UnitEvent:
 
 
 UnitProgressFn = Callable[[UnitEvent], None]
+# A plain progress display, (phase, done, total, message): what builds and evaluations take.
+# `bmrl_bench.unit_progress.phase_progress` turns one into a `UnitProgressFn`.
+ProgressFn = Callable[[str, int, int, str], None]
 
 
 class Executor(Protocol):
@@ -577,6 +580,6 @@ def get_executor(name: str = "local", address: str | None = None, workers: int |
 
 
 __all__ = [
-    "Executor", "ExecutorError", "LocalExecutor", "RayExecutor", "Resources", "UnitEvent", "UnitFailedError",
-    "UnitProgressFn", "get_executor", "import_ray", "report",
+    "Executor", "ExecutorError", "LocalExecutor", "ProgressFn", "RayExecutor", "Resources", "UnitEvent",
+    "UnitFailedError", "UnitProgressFn", "get_executor", "import_ray", "report",
 ]

@@ -17,9 +17,10 @@ from typing import Any
 import numpy as np
 
 from bmrl_bench.algorithms import get_algorithm, load_algorithm, resolve_config
+from bmrl_bench.build import ensure_built
 from bmrl_bench.data import Suite, load_suite
 from bmrl_bench.errors import BmrlError
-from bmrl_bench.harness import meta_train_data, spec_of
+from bmrl_bench.meta_data import meta_train_data, spec_of
 from bmrl_bench.protocols import episode_seed
 
 
@@ -58,7 +59,8 @@ def misidentification(suite_name: str, out_dir: Path, seed: int = 0, probes: int
     """Train Batch SAC on the pooled meta-train data, probing its Q(s0, a0) against its returns."""
     import torch
 
-    suite = load_suite(suite_name, build_missing=True)
+    ensure_built(suite_name)
+    suite = load_suite(suite_name)
     cls = get_algorithm("batch-sac")
     _, config = resolve_config(cls, suite.name, suite.family.name, None, None)
     algo = cls(config, spec_of(suite), seed)
@@ -116,7 +118,8 @@ def misidentification(suite_name: str, out_dir: Path, seed: int = 0, probes: int
 def time_figure(suite_name: str, out_dir: Path, seed: int = 0, config_name: str | None = None,
                 checkpoint: Path | None = None) -> list[Path]:
     """Plot what tiMe does on each test task: the one saved at `checkpoint` (by `eval --checkpoints`), else one trained now."""
-    suite = load_suite(suite_name, build_missing=True)
+    ensure_built(suite_name)
+    suite = load_suite(suite_name)
     if checkpoint is not None:
         algo = load_algorithm(checkpoint)
         if algo.name != "time":

@@ -17,7 +17,7 @@ import os
 import platform
 import subprocess
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -27,11 +27,13 @@ import torch
 
 from bmrl_bench import __version__
 from bmrl_bench.algorithms import EnvSpec, LogFn, MetaTrainData, Privileged, config_to_dict, get_algorithm, resolve_config
+from bmrl_bench.build import ensure_built
 from bmrl_bench.data import Batch, Suite, load_suite
-from bmrl_bench.executor import Executor, LocalExecutor, Resources, report
+from bmrl_bench.executor import Executor, LocalExecutor, ProgressFn, Resources, report
+from bmrl_bench.meta_data import meta_train_data, spec_of  # noqa: F401 - re-exported: callers imported them from here
 from bmrl_bench.protocols import DEFAULT_PROTOCOL, EvalProtocol, episode_seed, get_protocol
+from bmrl_bench.unit_progress import phase_progress
 
-ProgressFn = Callable[[str, int, int, str], None]  # (phase, done, total, message)
 DEFAULT_SUITE = "pointgoal-3"
 DEFAULT_SEEDS = (0, 1, 2)
 
@@ -43,19 +45,6 @@ class EvalRun:
     results: dict[str, Any]  # validated against bmrl_bench.results.ResultsFile when written
     path: Path | None
     wall_time_s: dict[str, float] = field(default_factory=dict)
-
-
-def spec_of(suite: Suite) -> EnvSpec:
-    return EnvSpec(
-        family=suite.family.name,
-        obs_dim=int(suite.train.observations.shape[1]),
-        act_dim=int(suite.train.actions.shape[1]),
-        episode_length=suite.card.episode_length,
-    )
-
-
-def meta_train_data(suite: Suite) -> MetaTrainData:
-    return MetaTrainData(spec=spec_of(suite), batch=suite.train, num_tasks=len(suite.train_tasks), suite=suite.name)
 
 
 def git_commit() -> tuple[str | None, bool]:
@@ -196,8 +185,6 @@ def evaluate(
     Seeds run as units on `executor` (default: one after another in this process);
     `unit_cpus` is what each seed's unit reserves (and its torch threads in a worker).
     """
-    from bmrl_bench.build import build_suite, missing_tasks, phase_progress
-    from bmrl_bench.data import datasets_root
     from bmrl_bench.results import parse_results, write_results
     from bmrl_bench.suites import get_card
 
@@ -210,8 +197,7 @@ def evaluate(
     commit, dirty = git_commit()  # the code that runs is the code at the start, whatever changes meanwhile
     t0 = time.perf_counter()
     executor = executor or LocalExecutor(1)
-    if missing_tasks(card, datasets_root()):
-        build_suite(suite_name, progress=say, executor=executor)
+    if ensure_built(card, executor=executor, progress=say) is not None:
         wall["build"] = time.perf_counter() - t0
     t0 = time.perf_counter()
     suite = load_suite(suite_name)

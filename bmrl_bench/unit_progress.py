@@ -3,7 +3,8 @@
 `UnitBoard` folds the `UnitEvent`s of an executor into one row per unit; it knows
 nothing about terminals, so tests assert on it directly. `unit_display()` shows a
 board: a live rich table on a terminal, plain lines otherwise (CI logs, `nohup`),
-where a redrawn table would print nothing until the end.
+where a redrawn table would print nothing until the end. `phase_progress` adapts a
+plain (phase, done, total, message) display to unit events.
 """
 from __future__ import annotations
 
@@ -16,7 +17,7 @@ from typing import Any, TextIO
 
 from rich.markup import escape
 
-from bmrl_bench.executor import UnitEvent, UnitState
+from bmrl_bench.executor import ProgressFn, UnitEvent, UnitProgressFn, UnitState
 
 STATES: tuple[UnitState, ...] = ("queued", "running", "done", "failed")
 
@@ -141,6 +142,14 @@ class UnitBoard:
                           f"{row.rate:,.0f}" if row.state == "running" and row.rate else "",
                           _clock(row.elapsed(now)), str(row.attempts) if row.attempts else "", escape(note))
         return table
+
+
+def phase_progress(progress: ProgressFn) -> UnitProgressFn:
+    """Unit events as the (phase, done, total, message) calls of a plain progress display."""
+    def on_event(event: UnitEvent) -> None:
+        if event.state == "running" and event.total > 0:
+            progress(f"{event.label}: {event.phase}" if event.phase else event.label, event.done, event.total, event.message)
+    return on_event
 
 
 def _clock(seconds: float) -> str:

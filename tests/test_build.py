@@ -9,9 +9,9 @@ import h5py
 import numpy as np
 import pytest
 
-from bmrl_bench import build as build_mod
-from bmrl_bench.build import build_suite, verify_suite
-from bmrl_bench.data import load_suite, read_episodes
+from bmrl_bench import data as data_mod
+from bmrl_bench.build import LOCKS, STALE_REFERENCES, build_suite, ensure_built, pipeline, verify_suite, writer
+from bmrl_bench.data import NotATestTaskError, load_suite, read_episodes
 from bmrl_bench.errors import ChecksumMismatchError, DatasetCorruptError, DatasetMissingError
 from bmrl_bench.suites import get_card
 
@@ -75,6 +75,23 @@ def test_rebuild_skips_verified_datasets(tiny_suite: Path) -> None:
     assert report.built == [] and len(report.skipped) == 3
 
 
+def test_ensure_built_builds_only_what_is_missing(tiny_suite: Path) -> None:
+    card = get_card(TINY)
+    assert ensure_built(TINY) is None  # all verified: no build at all
+    os.rename(tiny_suite / card.dataset_id(2), tiny_suite / "elsewhere")
+    report = ensure_built(card)
+    assert report is not None and report.built == [card.dataset_id(2)]
+    assert report.units_run == ["behaviour shard 0 (tasks 0-2)"]  # the expert is kept
+    assert [r.status for r in verify_suite(TINY)] == ["ok"] * 3
+
+
+def test_only_test_tasks_load_as_test_batches(tiny_suite: Path) -> None:
+    suite = load_suite(TINY)
+    assert len(suite.load_test_batch(2)) == suite.card.behaviour.steps_per_task
+    with pytest.raises(NotATestTaskError, match="^task 0 of tiny-pointgoal is not a test task; .*test tasks: 2\\)$"):
+        suite.load_test_batch(0)
+
+
 def test_truncated_hdf5_is_named_by_verify(tiny_suite: Path) -> None:
     card = get_card(TINY)
     f = tiny_suite / card.dataset_id(1) / "data" / "main_data.hdf5"
@@ -110,7 +127,7 @@ def test_corrupt_metadata_and_missing_dataset(tiny_suite: Path) -> None:
 def test_failed_build_publishes_nothing_and_rerun_finishes(monkeypatch: pytest.MonkeyPatch, _minari_root: Path) -> None:
     import minari
 
-    real = build_mod._write_dataset
+    real = pipeline.write_dataset
     calls = {"n": 0}
 
     def failing(*args, **kwargs):  # noqa: ANN002, ANN003
@@ -119,19 +136,19 @@ def test_failed_build_publishes_nothing_and_rerun_finishes(monkeypatch: pytest.M
             raise KeyboardInterrupt  # the user pressed ctrl-C while task 1 was written
         return real(*args, **kwargs)
 
-    monkeypatch.setattr(build_mod, "_write_dataset", failing)
+    monkeypatch.setattr(pipeline, "write_dataset", failing)
     with pytest.raises(KeyboardInterrupt):
         build_suite(TINY)
     card = get_card(TINY)
     assert list(minari.list_local_datasets()) == [card.dataset_id(0)]
     assert not (_minari_root / card.dataset_id(1)).exists()
-    monkeypatch.setattr(build_mod, "_write_dataset", real)
+    monkeypatch.setattr(pipeline, "write_dataset", real)
     report = build_suite(TINY)
     assert report.skipped == [card.dataset_id(0)]
     assert report.built == [card.dataset_id(1), card.dataset_id(2)]
     assert all(r.status == "ok" for r in verify_suite(TINY))
     staging = _minari_root / ".staging"
-    assert not staging.exists() or {p.name for p in staging.iterdir()} <= {build_mod.LOCKS}
+    assert not staging.exists() or {p.name for p in staging.iterdir()} <= {LOCKS}
 
 
 def test_changed_expert_recipe_refreshes_references_only(tiny_suite: Path, monkeypatch: pytest.MonkeyPatch) -> None:
@@ -141,9 +158,10 @@ def test_changed_expert_recipe_refreshes_references_only(tiny_suite: Path, monke
     before = [read_metadata(card.dataset_id(i)) for i in range(card.num_tasks)]
     assert before[0]["bmrl_expert"]["recipe"] == card.expert.model_dump()
     changed = card.model_copy(update={"expert": card.expert.model_copy(update={"seed": card.expert.seed + 1})})
-    monkeypatch.setattr(build_mod, "get_card", lambda name: changed)
+    for module in (data_mod, pipeline):  # verify_suite reads the card in data, the build in pipeline
+        monkeypatch.setattr(module, "get_card", lambda name: changed)
 
-    assert {row.status for row in verify_suite(TINY)} == {build_mod.STALE_REFERENCES}
+    assert {row.status for row in verify_suite(TINY)} == {STALE_REFERENCES}
     report = build_suite(TINY)
     assert report.units_run == ["expert"]  # a new expert; no behaviour shard re-collected
     assert {row.status for row in verify_suite(TINY)} == {"ok"}
@@ -163,17 +181,17 @@ def test_clean_staging_spares_running_builds(tmp_path: Path) -> None:
     done = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True, text=True, check=True)
     dead, alive = int(done.stdout), os.getpid()
     staging = tmp_path / ".staging"
-    for name in (f"{dead}-abc", f"{alive}-def", "units", "no-pid", build_mod.LOCKS):
+    for name in (f"{dead}-abc", f"{alive}-def", "units", "no-pid", LOCKS):
         (staging / name).mkdir(parents=True)
-    build_mod._clean_staging(tmp_path)
-    assert sorted(p.name for p in staging.iterdir()) == sorted([f"{alive}-def", "units", build_mod.LOCKS])
+    writer.clean_staging(tmp_path)
+    assert sorted(p.name for p in staging.iterdir()) == sorted([f"{alive}-def", "units", LOCKS])
 
 
 def test_second_build_of_a_suite_waits_for_the_first(tiny_suite: Path) -> None:
     import fcntl
     import threading
 
-    lock = tiny_suite / ".staging" / build_mod.LOCKS / f"{TINY}.lock"
+    lock = tiny_suite / ".staging" / LOCKS / f"{TINY}.lock"
     lock.parent.mkdir(parents=True, exist_ok=True)
     reports: list[object] = []
     with open(lock, "a") as held:  # another build of the suite is running

@@ -194,7 +194,7 @@ def test_ray_scores_match_local(ray_local: Any, tiny_suite: Path, tmp_path: Path
 
     from bmrl_bench.harness import evaluate
 
-    overrides = {"steps": 40, "batch_size": 32, "hidden": [32, 32]}
+    overrides = {"steps": 40, "batch_size": 32, "hidden": (32, 32)}
     on_ray = evaluate("batch-sac", "tiny-pointgoal", seeds=(0, 1), overrides=overrides, out_dir=tmp_path / "ray",
                       executor=RayExecutor())
     threads = torch.get_num_threads()

@@ -10,7 +10,7 @@ from bmrl_bench.algorithms import get_algorithm
 from bmrl_bench.data import load_suite
 from bmrl_bench.errors import BmrlError
 from bmrl_bench.figures import rollout, time_figure
-from bmrl_bench.harness import meta_train_data, spec_of
+from bmrl_bench.meta_data import meta_train_data, spec_of
 
 from .conftest import TINY
 

@@ -1,0 +1,54 @@
+"""Reference returns of one task, and the score range (`ref_min_score`, `ref_max_score`) they give.
+
+Three policies run `card.reference_episodes` episodes each on the task, on the same
+episode seeds: a uniform random policy (`ref_min`), the task's behaviour SAC and the
+family-wide expert (the better of the two is `ref_max`).
+"""
+from __future__ import annotations
+
+import numpy as np
+
+from bmrl_bench.build.policies import family_obs_dim
+from bmrl_bench.collect import evaluate_policy, expert_policy, random_policy
+from bmrl_bench.errors import BmrlError
+from bmrl_bench.families import Family
+from bmrl_bench.suites import SuiteCard
+
+# Reference-score episodes use their own seed range, disjoint from training and evaluation.
+REFERENCE_SEED = 50_000_000
+
+
+class BuildError(BmrlError):
+    pass
+
+
+def reference_returns(
+    card: SuiteCard, family: Family, index: int, actor_state: dict[str, np.ndarray], expert: object, act_dim: int
+) -> dict[str, list[float]]:
+    """{"random", "behaviour", "expert"}: each policy's episode returns on task `index`."""
+    import torch
+
+    from bmrl_bench.learners.sac import load_member_actor
+
+    param = card.task_param(index)
+    n, seed = card.reference_episodes, REFERENCE_SEED + 1000 * index
+    state = {k: torch.from_numpy(np.array(v)) for k, v in actor_state.items()}
+    behaviour = load_member_actor(state, family_obs_dim(family), act_dim, card.behaviour.hidden)
+    return {
+        "random": evaluate_policy(family, param, card.episode_length, random_policy(act_dim, seed), n, seed).tolist(),
+        "behaviour": evaluate_policy(family, param, card.episode_length, behaviour, n, seed).tolist(),
+        "expert": evaluate_policy(family, param, card.episode_length, expert_policy(expert, family, param), n, seed).tolist(),
+    }
+
+
+def reference_range(dataset_id: str, refs: dict[str, list[float]]) -> tuple[float, float, str]:
+    """(ref_min, ref_max, the policy ref_max comes from); BuildError if no policy beat the random one."""
+    ref_min = float(np.mean(refs["random"]))
+    ref_max_source = max(("behaviour", "expert"), key=lambda k: float(np.mean(refs[k])))
+    ref_max = float(np.mean(refs[ref_max_source]))
+    if not ref_max > ref_min:
+        raise BuildError(
+            f"{dataset_id}: no policy beat the random one (ref_max {ref_max:.2f} <= ref_min {ref_min:.2f}); "
+            "raise behaviour.steps_per_task or expert.max_steps in the suite card"
+        )
+    return ref_min, ref_max, ref_max_source
