@@ -38,7 +38,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from bmrl_bench.algorithms import BaseAlgorithm, EnvSpec, LogFn, MetaTrainData, null_log
+from bmrl_bench.algorithms import EnvSpec, LogFn, MetaTrainData, ModuleAlgorithm, null_log
 from bmrl_bench.config_checks import AT_LEAST_1, DISCOUNT, NON_NEGATIVE, POLYAK, POSITIVE, CheckedConfig
 from bmrl_bench.learners.nn import BatchedMLP
 from bmrl_bench.learners.optim import fused_adam, fused_step
@@ -230,7 +230,7 @@ class _PearlAgent:
 
 
 # ----------------------------------------------------------------------------- algorithm
-class Pearl(BaseAlgorithm):
+class Pearl(ModuleAlgorithm):
     name: ClassVar[str] = "pearl"
     config_cls: ClassVar[type] = PearlConfig
     configs: ClassVar[dict[str, Any]] = CONFIGS
@@ -310,8 +310,3 @@ class Pearl(BaseAlgorithm):
         self.nets.eval()
         return _PearlAgent(self)
 
-    def state_dict(self) -> dict[str, torch.Tensor]:
-        return self.nets.state_dict()
-
-    def load_state_dict(self, tensors: dict[str, torch.Tensor]) -> None:
-        self.nets.load_state_dict(tensors)

@@ -31,7 +31,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from bmrl_bench.algorithms import BaseAlgorithm, EnvSpec, LogFn, MetaTrainData, config_to_dict, null_log
+from bmrl_bench.algorithms import EnvSpec, LogFn, MetaTrainData, ModuleAlgorithm, config_to_dict, null_log
 from bmrl_bench.config_checks import AT_LEAST_1, DISCOUNT, NON_NEGATIVE, POSITIVE, CheckedConfig
 from bmrl_bench.fsutil import atomic_write_bytes
 from bmrl_bench.learners import bcq as bcq_learner
@@ -266,7 +266,7 @@ class _TiMeAgent:
         return cand[nets.q_value(s, cand, emb).argmax()].numpy()
 
 
-class TiMe(BaseAlgorithm):
+class TiMe(ModuleAlgorithm):
     name: ClassVar[str] = "time"
     config_cls: ClassVar[type] = TiMeConfig
     configs: ClassVar[dict[str, Any]] = CONFIGS
@@ -383,11 +383,6 @@ class TiMe(BaseAlgorithm):
         self.nets.eval()
         return _TiMeAgent(self)
 
-    def state_dict(self) -> dict[str, torch.Tensor]:
-        return self.nets.state_dict()
-
-    def load_state_dict(self, tensors: dict[str, torch.Tensor]) -> None:
-        self.nets.load_state_dict(tensors)
 
 
 __all__ = ["CONFIGS", "PHASE1_VERSION", "TaskSampler", "TiMe", "TiMeConfig", "config_to_dict", "phase1_code_version"]

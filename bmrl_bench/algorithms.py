@@ -12,7 +12,7 @@ Checkpoints are a folder: `config.json` (algorithm name + config) beside
 
 `BaseAlgorithm` is the skeleton: the constructor, `save` and `load` once, so an algorithm
 writes only its config, `fit`, `make_agent` and, if it has weights, `state_dict` /
-`load_state_dict`. `ContextFreeAgent` is the agent that ignores its context.
+`load_state_dict` (`ModuleAlgorithm`: the weights of one torch module, `self.nets`). `ContextFreeAgent` is the agent that ignores its context.
 Privileged references (the oracle) derive from `Privileged`: the harness binds the suite to
 them and calls `agent.set_task(index, param)` before each test task; nothing else is told the task.
 """
@@ -177,6 +177,18 @@ class BaseAlgorithm:
             detail = (lines[1] if len(lines) > 1 else lines[0] if lines else type(e).__name__)[:300]
             raise CheckpointError(f"{path}: weights do not match its config.json ({detail}); save the checkpoint again") from None
         return algo
+
+
+class ModuleAlgorithm(BaseAlgorithm):
+    """An algorithm whose weights are one torch module, `self.nets` (built by the subclass's constructor)."""
+
+    nets: torch.nn.Module
+
+    def state_dict(self) -> dict[str, torch.Tensor]:
+        return self.nets.state_dict()
+
+    def load_state_dict(self, tensors: dict[str, torch.Tensor]) -> None:
+        self.nets.load_state_dict(tensors)
 
 
 def available_algorithms() -> list[str]:

@@ -23,9 +23,9 @@ DEVICE = os.environ.get("BMRL_BENCH_DEVICE", "cpu")
 def threads() -> int:
     import torch
 
-    from bmrl_bench.bench import _available_cores
+    from bmrl_bench.bench.timing import available_cores
 
-    n = int(os.environ.get("BMRL_BENCH_THREADS", "0")) or _available_cores()
+    n = int(os.environ.get("BMRL_BENCH_THREADS", "0")) or available_cores()
     old = torch.get_num_threads()
     torch.set_num_threads(n)
     yield n
@@ -33,25 +33,26 @@ def threads() -> int:
 
 
 def _ours(kind: str, k: int) -> Callable[[], object]:
-    from bmrl_bench.bench import ACT_DIM, OBS_DIM, _cycle, _torch_batch
+    from bmrl_bench.bench.cases import ACT_DIM, OBS_DIM, torch_batch
+    from bmrl_bench.bench.timing import cycle
     from bmrl_bench.learners.bcq import BatchedBCQ, BCQConfig
     from bmrl_bench.learners.sac import BatchedSAC, SACConfig
 
     rng = np.random.default_rng(0)
     if kind == "bcq":
         learner = BatchedBCQ(k, OBS_DIM, ACT_DIM, BCQConfig(device=DEVICE))
-        return _cycle(learner.update, [_torch_batch(rng, k, 100, DEVICE) for _ in range(4)])
+        return cycle(learner.update, [torch_batch(rng, k, 100, DEVICE) for _ in range(4)])
     learner = BatchedSAC(k, OBS_DIM, ACT_DIM, SACConfig(device=DEVICE), device=DEVICE)
-    return _cycle(learner.update, [_torch_batch(rng, k, 256, DEVICE) for _ in range(4)])
+    return cycle(learner.update, [torch_batch(rng, k, 256, DEVICE) for _ in range(4)])
 
 
 def _d3rlpy(kind: str) -> Callable[[], object]:
-    from bmrl_bench.bench import _d3rlpy_cases
+    from bmrl_bench.bench.cases import d3rlpy_cases
     from bmrl_bench.learners.bcq import BCQConfig
     from bmrl_bench.learners.sac import SACConfig
     from bmrl_bench.suites import get_card
 
-    cases = _d3rlpy_cases(np.random.default_rng(0), DEVICE, 1, BCQConfig(device=DEVICE), SACConfig(device=DEVICE), 4,
+    cases = d3rlpy_cases(np.random.default_rng(0), DEVICE, 1, BCQConfig(device=DEVICE), SACConfig(device=DEVICE), 4,
                           get_card("halfcheetah-vel-lite"))
     return {c.key: c.step for c in cases}["d3bcq" if kind == "bcq" else "d3sac"]
 

@@ -1,0 +1,261 @@
+"""`run_bench`: build every case, time them interleaved, turn the rates into rows (the recipe rows computed)."""
+from __future__ import annotations
+
+import statistics
+from collections.abc import Callable, Sequence
+from typing import Any
+
+import numpy as np
+
+from bmrl_bench.bench.cases import ACT_DIM, OBS_DIM, d3rlpy_cases, env_step_rate, task_sampler, torch_batch
+from bmrl_bench.bench.flops import bcq_update_flops, sac_update_flops
+from bmrl_bench.bench.report import BenchRow
+from bmrl_bench.bench.timing import Case, available_cores, cycle, measure
+
+RECIPE_SUITE = "halfcheetah-vel-lite"
+
+
+def run_bench(
+    quick: bool = False,
+    device: str = "cpu",
+    threads: int | None = None,
+    bcq_members: int = 8,
+    sac_members: int = 16,
+    repeats: int | None = None,
+    min_time: float | None = None,
+    include_d3rlpy: bool = True,
+    progress: Callable[[str], None] | None = None,
+) -> list[BenchRow]:
+    """Measure our learners against d3rlpy's (see the module docstring); rows in table order.
+
+    `threads`: torch CPU threads of every learner row (default: the cores this process may use);
+    the matmul ground is measured at 1 thread and at `threads`. `quick` times each case briefly
+    (seconds in all: a smoke test, not a measurement). The torch thread count is restored after.
+    """
+    import torch
+
+    from bmrl_bench.learners.bcq import BatchedBCQ, BCQConfig
+    from bmrl_bench.learners.sac import BatchedReplay, BatchedSAC, SACConfig
+    from bmrl_bench.suites import get_card
+
+    say = progress or (lambda msg: None)
+    if device.startswith("cuda") and not torch.cuda.is_available():
+        from bmrl_bench.errors import BmrlError
+
+        raise BmrlError("--device cuda: torch sees no CUDA device here; run on a GPU machine or use --device cpu")
+    cuda = device.startswith("cuda")
+    threads = threads or available_cores()
+    repeats = repeats or (2 if quick else 9)
+    min_time = min_time if min_time is not None else (0.05 if quick else 1.0)
+    min_calls = 1 if quick else 3
+    warmup = 1 if quick else 3
+    sync = torch.cuda.synchronize if cuda else (lambda: None)
+    old_threads = torch.get_num_threads()
+    rng = np.random.default_rng(0)
+
+    card = get_card(RECIPE_SUITE)
+    beh = card.behaviour
+    recipe_k = card.num_tasks
+    sac_hidden, sac_batch = tuple(beh.hidden), beh.batch_size
+    bcq_cfg = BCQConfig(lr=3e-4, batch_size=100, n_action_samples=10, device=device)
+    sac_cfg = SACConfig(hidden=sac_hidden, lr=3e-4, batch_size=sac_batch, device=device)
+    pool = 4  # distinct minibatches cycled through (no cache effects from reusing one)
+
+    # tiMe's phase 1 on the recipe suite may use other BCQ sizes (the lite configs do): measured too
+    phase1 = phase1_recipe(card)
+    p1_cfg = BCQConfig(actor_hidden=phase1["actor_hidden"], critic_hidden=phase1["critic_hidden"],
+                       vae_hidden=phase1["vae_hidden"], lr=phase1["lr"], gamma=phase1["gamma"],
+                       batch_size=phase1["batch"], n_action_samples=10, device=device)
+    p1_key = "bcq" if _bcq_sizes(p1_cfg) == _bcq_sizes(bcq_cfg) and p1_cfg.batch_size == bcq_cfg.batch_size else "p1bcq"
+    cases: list[Case] = []
+    flops = {"bcq": _bcq_flops(bcq_cfg), "p1bcq": _bcq_flops(p1_cfg),
+             "sac": sac_update_flops(OBS_DIM, ACT_DIM, sac_batch, sac_hidden)}
+
+    # matmul ground
+    n_mm = 4096 if cuda else 1024
+    mm_a = torch.randn(n_mm, n_mm, device=device)
+    mm_b = torch.randn(n_mm, n_mm, device=device)
+    mm_c = torch.empty(n_mm, n_mm, device=device)
+    mm_threads = [threads] if cuda else sorted({1, threads})
+    for t in mm_threads:
+        cases.append(Case(f"mm{t}", lambda: torch.mm(mm_a, mm_b, out=mm_c), 2.0 * n_mm**3, t))
+
+    try:
+        say("building learners")
+        torch.set_num_threads(threads)
+        # ours
+        ks = {"bcq": sorted({1, bcq_members}), "sac": sorted({1, sac_members, recipe_k})}
+        ks[p1_key] = sorted({*ks.get(p1_key, [1]), phase1["tasks"]})
+        for key, cfg in (("bcq", bcq_cfg), ("p1bcq", p1_cfg)):
+            for k in ks.get(key, []):
+                learner = BatchedBCQ(k, OBS_DIM, ACT_DIM, cfg, seed=0)
+                batches = [torch_batch(rng, k, cfg.batch_size, device) for _ in range(pool)]
+                cases.append(Case(f"{key}{k}", cycle(learner.update, batches), k, threads))
+        for k in ks["sac"]:
+            learner = BatchedSAC(k, OBS_DIM, ACT_DIM, sac_cfg, seed=0, device=device)
+            batches = [torch_batch(rng, k, sac_batch, device) for _ in range(pool)]
+            cases.append(Case(f"sac{k}", cycle(learner.update, batches), k, threads))
+        # the rest of our training loops: replay sampling and acting (collection), task-stratified
+        # sampling (tiMe's phase 1)
+        replay = BatchedReplay(recipe_k, beh.steps_per_task, OBS_DIM, ACT_DIM, seed=0, device=device)
+        replay.observations[:] = rng.standard_normal(replay.observations.shape)
+        replay.size = beh.steps_per_task
+        cases.append(Case("replay", lambda: replay.sample(sac_batch), 1, threads))
+        actor = BatchedSAC(recipe_k, OBS_DIM, ACT_DIM, sac_cfg, seed=0, device=device)
+        obs_k = rng.standard_normal((recipe_k, OBS_DIM)).astype(np.float32)
+        cases.append(Case("act", lambda: actor.act(obs_k), 1, threads))
+        sampler, gen = task_sampler(rng, phase1["tasks"], beh.steps_per_task, card.episode_length, device)
+        cases.append(Case("gather", lambda: sampler.gather(sampler.indices((phase1["batch"],), gen)), 1, threads))
+
+        if include_d3rlpy:
+            say("building d3rlpy learners")
+            d3 = d3rlpy_cases(rng, device, threads, bcq_cfg, sac_cfg, pool, card, p1_cfg if p1_key == "p1bcq" else None)
+            cases.extend(d3)
+
+        say(f"timing {len(cases)} cases x {repeats} repeats, interleaved")
+        measure(cases, repeats, min_time, min_calls, warmup, sync)
+        say("env steps")
+        env_rates = [env_step_rate(card.family, card.episode_length, min_time) for _ in range(3 if not quick else 1)]
+    finally:
+        torch.set_num_threads(old_threads)
+
+    by = {c.key: c for c in cases}
+    env_rate = statistics.median(env_rates)
+    return _rows(by, threads, mm_threads, flops, ks, sac_members, recipe_k, env_rate, card, include_d3rlpy, p1_key)
+
+
+def phase1_recipe(card: Any) -> dict[str, Any]:
+    """tiMe's phase 1 (BCQ) for the card's suite, from tiMe's named config for it (found through the
+    registry, as `eval` finds it): tasks, updates, batch, sizes."""
+    from bmrl_bench.algorithms import config_name_for, get_algorithm
+
+    time_cls = get_algorithm("time")
+    name = config_name_for(time_cls, card.name, card.family)
+    cfg = time_cls.configs[name]
+    hidden = tuple(cfg.phase1_hidden)
+    return {"tasks": len(card.train_tasks), "steps": cfg.phase1_steps, "batch": cfg.phase1_batch_size,
+            "actor_hidden": hidden, "critic_hidden": hidden, "vae_hidden": tuple(cfg.phase1_vae_hidden),
+            "lr": cfg.lr, "gamma": cfg.gamma, "config": name}
+
+
+def _bcq_sizes(cfg: Any) -> tuple[tuple[int, ...], ...]:
+    return tuple(cfg.actor_hidden), tuple(cfg.critic_hidden), tuple(cfg.vae_hidden)
+
+
+def _bcq_flops(cfg: Any) -> int:
+    return bcq_update_flops(OBS_DIM, ACT_DIM, cfg.batch_size, cfg.n_action_samples, cfg.actor_hidden,
+                            cfg.critic_hidden, cfg.vae_hidden)
+
+
+def _sizes_text(cfg: Any) -> str:
+    def dash(h: Sequence[int]) -> str:
+        return "-".join(str(x) for x in h)
+
+    return (f"critic {dash(cfg.critic_hidden)}, perturbation {dash(cfg.actor_hidden)}, VAE {dash(cfg.vae_hidden)}, "
+            f"{cfg.n_action_samples} action samples, batch {cfg.batch_size}, Adam {cfg.lr:g}")
+
+
+def _rows(by: dict[str, Case], threads: int, mm_threads: list[int], flops: dict[str, int], ks: dict[str, list[int]],
+          sac_members: int, recipe_k: int, env_rate: float, card: Any, d3: bool, p1_key: str) -> list[BenchRow]:
+    from bmrl_bench.learners.bcq import BCQConfig
+
+    rows: list[BenchRow] = []
+    p1 = phase1_recipe(card)
+
+    def spread(c: Case) -> tuple[float, float]:
+        return (min(c.samples), max(c.samples))
+
+    mm = {t: by[f"mm{t}"].median / 1e9 for t in mm_threads}
+    for t in mm_threads:
+        c = by[f"mm{t}"]
+        n = round((c.units / 2) ** (1 / 3))
+        rows.append(BenchRow("matmul", f"matmul fp32 {n}^3", "torch", 1, mm[t], "GFLOP/s", threads=t,
+                             spread=(min(c.samples) / 1e9, max(c.samples) / 1e9), best=c.best / 1e9,
+                             per_cpu_s=c.per_cpu_s / 1e9))
+    ground = mm[threads] if threads in mm else mm[mm_threads[-1]]
+
+    def learner_rows(key: str, label: str, shown: list[int], d3key: str, d3note: str) -> None:
+        ref = by[d3key] if d3 else None
+        k1 = by[f"{key}1"]
+        f = flops[key]
+        for k in shown:
+            c = by[f"{key}{k}"]
+            rows.append(BenchRow(
+                key, f"{label} ours K={k}", "ours", k, c.median, "agent-upd/s", f / 1e9, c.median * f / 1e9 / ground,
+                c.paired(ref) if ref else None, c.paired(k1) if k > 1 else None, threads, spread(c), c.best,
+                c.best / ref.best if ref else None, c.per_cpu_s, c.per_cpu_s / ref.per_cpu_s if ref else None))
+        if ref is not None:
+            rows.append(BenchRow(key, f"{label} d3rlpy", "d3rlpy", 1, ref.median, "agent-upd/s", f / 1e9,
+                                 ref.median * f / 1e9 / ground, None, None, threads, spread(ref), ref.best,
+                                 per_cpu_s=ref.per_cpu_s, note=d3note))
+
+    official = BCQConfig()
+    learner_rows("bcq", "BCQ", ks["bcq"], "d3bcq", f"official sizes: {_sizes_text(official)}; "
+                 "d3rlpy 2.8.1 BCQConfig(n_action_samples=10) through algo.update(batch)")
+    if p1_key == "p1bcq":
+        p1_cfg = BCQConfig(actor_hidden=p1["actor_hidden"], critic_hidden=p1["critic_hidden"],
+                           vae_hidden=p1["vae_hidden"], lr=p1["lr"], batch_size=p1["batch"])
+        learner_rows("p1bcq", "BCQ lite", ks["p1bcq"], "d3p1bcq",
+                     f"tiMe's phase 1 for {card.name} (config '{p1['config']}'): {_sizes_text(p1_cfg)}")
+    learner_rows("sac", "SAC", [k for k in ks["sac"] if k in (1, sac_members)], "d3sac",
+                 "256-256, batch 256, Adam 3e-4; d3rlpy 2.8.1 SACConfig, one agent per algo.update(batch)")
+
+    loop = [("replay", "ours", f"replay sample (256) ours K={recipe_k}", "calls/s", recipe_k),
+            ("act", "ours", f"SAC act ours K={recipe_k}", "calls/s", recipe_k),
+            ("gather", "ours", f"phase-1 sample ({p1['batch']}) ours K={p1['tasks']}", "calls/s", p1["tasks"])]
+    if d3:
+        loop += [("d3replay", "d3rlpy", "replay sample (256) d3rlpy", "calls/s", 1),
+                 ("d3act", "d3rlpy", "SAC act d3rlpy", "calls/s", 1)]
+    for key, impl, name, unit, k in loop:
+        c = by[key]
+        rows.append(BenchRow("loop", name, impl, k, c.median, unit, threads=threads, spread=spread(c), best=c.best,
+                             per_cpu_s=c.per_cpu_s))
+    rows.append(BenchRow("loop", f"{card.family} env step", "gymnasium", 1, env_rate, "steps/s",
+                         note="one plain env, random actions, resets included"))
+
+    if d3:
+        rows.extend(_recipe_rows(by, recipe_k, env_rate, card, p1_key, threads))
+    return rows
+
+
+def _recipe_rows(by: dict[str, Case], recipe_k: int, env_rate: float, card: Any, p1_key: str,
+                 threads: int) -> list[BenchRow]:
+    """Data collection + phase 1 of the card's recipe, computed from the measured rates (seconds)."""
+    beh, ex = card.behaviour, card.expert
+    ex_steps = ex.min_steps  # the expert's budget before its convergence checks may stop it
+    p1 = phase1_recipe(card)
+    k, steps, learn = recipe_k, beh.steps_per_task, beh.learning_starts
+    upd_steps = (steps - learn) * beh.updates_per_step
+    t = {key: 1.0 / c.median for key, c in by.items()}  # seconds per call (median rates)
+    t_sac_k = recipe_k / by[f"sac{recipe_k}"].median  # one batched update of all K tasks
+    warm = min(ex_steps // 10, 5000)  # collect.train_expert's random warm-up
+    # ours: all K tasks step together (K env steps, one batched act, one batched sample + update);
+    # the expert (K=1) acts for its num_envs envs at once
+    ours_collect = steps * k / env_rate + (steps - learn) * t["act"] + upd_steps * (t["replay"] + t_sac_k)
+    ours_expert = (ex_steps / env_rate + (ex_steps - warm) / ex.num_envs * t["act"]
+                   + (ex_steps - warm) * ex.updates_per_step * (t["replay"] + t["sac1"]))
+    ours_p1 = p1["steps"] * (t["gather"] + p1["tasks"] / by[f"{p1_key}{p1['tasks']}"].median)
+    # d3rlpy: one learner at a time; every env step acts, every update samples its minibatch
+    d3_collect = k * (steps / env_rate + (steps - learn) * t["d3act"] + upd_steps * (t["d3replay"] + t["d3sac"]))
+    d3_expert = (ex_steps / env_rate + (ex_steps - warm) * t["d3act"]
+                 + (ex_steps - warm) * ex.updates_per_step * (t["d3replay"] + t["d3sac"]))
+    d3_p1 = p1["tasks"] * p1["steps"] * (t["d3replay_p1"] + t[f"d3{p1_key}"])
+    ours = ours_collect + ours_expert + ours_p1
+    d3 = d3_collect + d3_expert + d3_p1
+    recipe = (f"{card.name}: {k} tasks x {steps} env steps (SAC {'-'.join(map(str, beh.hidden))}, "
+              f"batch {beh.batch_size}, "
+              f"{beh.updates_per_step} update/step after {learn}) + expert {ex_steps} steps + tiMe phase 1: BCQ "
+              f"{'-'.join(map(str, p1['critic_hidden']))} / VAE {'-'.join(map(str, p1['vae_hidden']))}, "
+              f"{p1['tasks']} tasks x {p1['steps']} updates, batch {p1['batch']}")
+
+    def parts(c: float, e: float, p: float) -> str:
+        return f"collection {c / 60:.1f} + expert {e / 60:.1f} + phase 1 {p / 60:.1f} min"
+
+    return [
+        BenchRow("recipe", "collection + phase 1 ours", "ours", k, ours / 60, "min", vs_d3rlpy=d3 / ours,
+                 note=f"COMPUTED from the measured rates above (both at {threads} torch thread(s)), not timed: "
+                      f"{parts(ours_collect, ours_expert, ours_p1)}; {recipe}"),
+        BenchRow("recipe", "collection + phase 1 d3rlpy", "d3rlpy", 1, d3 / 60, "min",
+                 note=f"COMPUTED likewise: {parts(d3_collect, d3_expert, d3_p1)}; "
+                      "the same recipe, one d3rlpy learner at a time"),
+    ]
