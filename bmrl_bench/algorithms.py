@@ -116,7 +116,7 @@ class Algorithm(Protocol):
 FitCallback = Callable[[int, Any], None]
 
 
-class ProbedFit(Protocol):
+class ProbedFit(Algorithm, Protocol):
     """An algorithm whose `fit` lets a caller look at its learner while it trains (Batch SAC: the
     misidentification figure reads its critic). Not required of an algorithm."""
 

@@ -16,7 +16,7 @@ from typing import Any
 
 import numpy as np
 
-from bmrl_bench.algorithms import get_algorithm, load_algorithm, resolve_config
+from bmrl_bench.algorithms import ProbedFit, get_algorithm, load_algorithm, resolve_config
 from bmrl_bench.build import ensure_built
 from bmrl_bench.data import Suite, load_suite
 from bmrl_bench.errors import BmrlError
@@ -63,7 +63,7 @@ def misidentification(suite_name: str, out_dir: Path, seed: int = 0, probes: int
     suite = load_suite(suite_name)
     cls = get_algorithm("batch-sac")
     _, config = resolve_config(cls, suite.name, suite.family.name, None, None)
-    algo = cls(config, spec_of(suite), seed)
+    algo: ProbedFit = cls(config, spec_of(suite), seed)  # Batch SAC's fit takes the probe callback
     steps, q_est, q_true = [], [], []
 
     def probe(step: int, sac: Any) -> None:
