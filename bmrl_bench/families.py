@@ -43,6 +43,9 @@ __all__ = [
 ]
 
 
+POINTGOAL_RADIUS = 10.0  # distance of every goal from the start (0, 0); `Family.make` never changes it
+
+
 class PointGoalEnv(gym.Env[np.ndarray, np.ndarray]):
     """A point mass in the plane that must reach a goal on the upper semicircle.
 
@@ -54,7 +57,7 @@ class PointGoalEnv(gym.Env[np.ndarray, np.ndarray]):
 
     metadata: dict[str, Any] = {"render_modes": []}
 
-    def __init__(self, goal_angle_deg: float = 90.0, radius: float = 10.0) -> None:
+    def __init__(self, goal_angle_deg: float = 90.0, radius: float = POINTGOAL_RADIUS) -> None:
         self.goal_angle_deg = float(goal_angle_deg)
         self.radius = float(radius)
         if not (math.isfinite(self.goal_angle_deg) and math.isfinite(self.radius)):
@@ -175,6 +178,14 @@ class Family:
         steps = self.default_episode_length if max_episode_steps is None else int(max_episode_steps)
         return gym.make(self.env_id, max_episode_steps=steps, **{self.param_name: float(param)})
 
+    def return_bounds(self, episode_length: int, param: float | None = None) -> tuple[float, float]:
+        """(lowest, highest) return any policy can get in `episode_length` steps; a return outside is impossible.
+
+        With `param` the bounds are those of that task (tighter where the task matters);
+        without, they hold for every task of the family. Derivations: `_RETURN_BOUNDS`.
+        """
+        return _RETURN_BOUNDS[self.name](int(episode_length), param)
+
 
 FAMILIES: dict[str, Family] = {
     "pointgoal": Family(
@@ -186,6 +197,71 @@ FAMILIES: dict[str, Family] = {
     "hopper-vel": Family(
         "hopper-vel", "bmrl/HopperVel-v0", "target_velocity", (0.0, 3.0), "m/s", 1000
     ),
+}
+
+# ---------------------------------------------------------------------------- return bounds
+
+
+def _pointgoal_bounds(episode_length: int, param: float | None) -> tuple[float, float]:
+    """Exact: attained by some action sequence, so no policy does better or worse.
+
+    The start is fixed at (0, 0) and each step adds an action in [-1, 1]^2, so the
+    positions reachable after t steps are exactly the box [-t, t]^2, and the box's
+    nearest (farthest) point to the goal moves by at most 1 per coordinate from one t to
+    the next: greedily standing there every step is a legal trajectory. The return is
+    minus the summed distances, so best = -sum_t dist(goal, box_t), worst = -sum_t of the
+    farthest corner's distance. Over all goals on the semicircle both are extreme at
+    45 degrees (the goal nearest a box corner; the sum |g_x| + |g_y| is largest).
+    """
+    theta = math.radians(45.0 if param is None else float(param))
+    goal = np.array([POINTGOAL_RADIUS * math.cos(theta), POINTGOAL_RADIUS * math.sin(theta)])
+    t = np.arange(1, episode_length + 1, dtype=np.float64)[:, None]  # (T, 1)
+    nearest = np.linalg.norm(goal - np.clip(goal, -t, t), axis=1)
+    farthest = np.linalg.norm(np.abs(goal) + t, axis=1)  # the corner opposite the goal
+    # Positions are float32: each step rounds them by at most 2^-24 of their size (< R + 2T),
+    # and those errors add up over the steps; this slack covers that and nothing more.
+    T = float(episode_length)
+    slack = 1e-7 * T * T * (POINTGOAL_RADIUS + 2.0 * T)
+    return -float(farthest.sum()) - slack, -float(nearest.sum()) + slack
+
+
+# MuJoCo does not cap velocities, so a speed bound is one of plausibility: the fastest published
+# HalfCheetah runners reach about 15 m/s (returns near 15,000 over 1000 steps of reward ~ v_x),
+# Hopper about 4 m/s. 100 m/s is far beyond both; a simulation that fast has diverged.
+MUJOCO_MAX_SPEED = 100.0
+
+
+def _mujoco_terms(env_id: str) -> tuple[int, float, float]:
+    """(action dimension, control-cost weight, healthy reward) as the env itself defines them."""
+    if env_id not in _MUJOCO_TERMS:
+        register_envs()
+        env = gym.make(env_id).unwrapped
+        _MUJOCO_TERMS[env_id] = (int(env.action_space.shape[0]), float(env._ctrl_cost_weight),
+                                 float(getattr(env, "_healthy_reward", 0.0)))
+        env.close()
+    return _MUJOCO_TERMS[env_id]
+
+
+_MUJOCO_TERMS: dict[str, tuple[int, float, float]] = {}
+
+
+def _velocity_bounds(family: str, episode_length: int, param: float | None) -> tuple[float, float]:
+    """Per step: reward = healthy - |v_x - target| - w * ||a||^2 with healthy in [0, h] (h = 0 for
+    HalfCheetah, 1 for Hopper), a in [-1, 1]^n (control cost at most w * n) and |v_x| at most
+    MUJOCO_MAX_SPEED. So every step lies in [-(max speed + |target|) - w * n, h]; an episode has
+    at most `episode_length` steps (Hopper may terminate early, which only drops steps) and
+    the lower end is negative, the upper end not, so the return lies in T times that range."""
+    fam = FAMILIES[family]
+    n, w, h = _mujoco_terms(fam.env_id)
+    target = max(abs(x) for x in fam.param_range) if param is None else abs(float(param))
+    worst_step = -(MUJOCO_MAX_SPEED + target) - w * n
+    return episode_length * worst_step, episode_length * h
+
+
+_RETURN_BOUNDS = {
+    "pointgoal": _pointgoal_bounds,
+    "halfcheetah-vel": lambda T, param: _velocity_bounds("halfcheetah-vel", T, param),
+    "hopper-vel": lambda T, param: _velocity_bounds("hopper-vel", T, param),
 }
 
 def get_family(name: str) -> Family:

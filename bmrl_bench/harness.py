@@ -128,7 +128,7 @@ def run_seed(seed: int, ctx: RunContext) -> SeedResult:
     fit_s = time.perf_counter() - t0
     checkpoint = None
     if ctx.checkpoint_dir is not None:
-        name = f"{ctx.algorithm}-{suite.name}-seed{seed}"
+        name = checkpoint_name(ctx.algorithm, suite.name, seed)
         if ctx.ship_checkpoint:
             import tempfile
 
@@ -139,22 +139,7 @@ def run_seed(seed: int, ctx: RunContext) -> SeedResult:
             algo.save(Path(ctx.checkpoint_dir) / name)
 
     t0 = time.perf_counter()
-    returns: list[dict[str, Any]] = []
-    rng = np.random.default_rng(episode_seed(seed, 99, 999))
-    for n, task in enumerate(suite.test_tasks):
-        agent = algo.make_agent()
-        if isinstance(algo, Privileged):
-            agent.set_task(task.index, task.param)
-        env = suite.family.make(task.param, max_episode_steps=suite.card.episode_length)
-        task_returns = ctx.protocol.run_task(
-            agent, env, ctx.episodes,
-            seed_of=lambda e, i=task.index: episode_seed(seed, i, e),
-            test_batch=lambda i=task.index: ctx.test_batches[i] if ctx.test_batches is not None else suite.load_test_batch(i),
-            rng=rng,
-        )
-        env.close()
-        returns.append({"seed": seed, "task_index": task.index, "episode_returns": [float(r) for r in task_returns]})
-        report(n + 1, len(suite.test_tasks), f"task {task.index:02d} return {np.mean(task_returns):.1f}", phase="evaluate")
+    returns = score_seed(algo, seed, ctx)
     return SeedResult(seed, returns, fit_s, time.perf_counter() - t0, checkpoint, phase_s)
 
 
@@ -274,3 +259,104 @@ def per_task_table(results: dict[str, Any], suite: Suite) -> list[dict[str, Any]
             "normalized": float(normalize(rets.mean(), task.ref_min, task.ref_max)),
         })
     return rows
+
+# ---------------------------------------------------------------------------- scoring and re-evaluation
+
+
+def checkpoint_name(algorithm: str, suite: str, seed: int) -> str:
+    """The folder `evaluate(checkpoint_dir=DIR)` saves a seed's algorithm in: DIR/<this>."""
+    return f"{algorithm}-{suite}-seed{seed}"
+
+
+def score_seed(algo: Any, seed: int, ctx: RunContext) -> list[dict[str, Any]]:
+    """Run the protocol on every test task with a fitted (or loaded) algorithm: one run's returns.
+
+    The episode seeds and the protocol's sampler depend on the run seed only, so the
+    same weights give the same episodes wherever and whenever they are scored.
+    """
+    suite = ctx.suite
+    returns: list[dict[str, Any]] = []
+    rng = np.random.default_rng(episode_seed(seed, 99, 999))
+    for n, task in enumerate(suite.test_tasks):
+        agent = algo.make_agent()
+        if isinstance(algo, Privileged):
+            agent.set_task(task.index, task.param)
+        env = suite.family.make(task.param, max_episode_steps=suite.card.episode_length)
+        task_returns = ctx.protocol.run_task(
+            agent, env, ctx.episodes,
+            seed_of=lambda e, i=task.index: episode_seed(seed, i, e),
+            test_batch=lambda i=task.index: (ctx.test_batches[i] if ctx.test_batches is not None
+                                             else suite.load_test_batch(i)),
+            rng=rng,
+        )
+        env.close()
+        returns.append({"seed": seed, "task_index": task.index, "episode_returns": [float(r) for r in task_returns]})
+        report(n + 1, len(suite.test_tasks), f"task {task.index:02d} return {np.mean(task_returns):.1f}",
+               phase="evaluate")
+    return returns
+
+
+@dataclass
+class Reevaluation:
+    """What `reevaluate` produced: the board's own returns for every seed of a results file."""
+
+    returns: list[dict[str, Any]]  # {"seed", "task_index", "episode_returns"}, seeds in the file's order
+    wall_time_s: float
+
+
+def _rescore_seed(item: tuple[int, dict[str, bytes]], ctx: RunContext) -> list[dict[str, Any]]:
+    """One unit of `reevaluate`: load a seed's checkpoint (shipped as bytes: any executor can run it), score it."""
+    import tempfile
+
+    from bmrl_bench.algorithms import load_algorithm
+
+    seed, files = item
+    seed_everything(seed)  # as run_seed does before building the algorithm
+    with tempfile.TemporaryDirectory() as tmp:
+        for rel, data in files.items():
+            (Path(tmp) / rel).parent.mkdir(parents=True, exist_ok=True)
+            (Path(tmp) / rel).write_bytes(data)
+        algo = load_algorithm(Path(tmp), device=ctx.device)
+    if isinstance(algo, Privileged):
+        algo.bind_suite(ctx.suite)
+    return score_seed(algo, seed, ctx)
+
+
+def reevaluate(
+    results: Any,
+    checkpoints_dir: Path,
+    executor: Executor | None = None,
+    progress: ProgressFn | None = None,
+    device: str = "cpu",
+    unit_cpus: int = 1,
+) -> Reevaluation:
+    """Score each seed's saved algorithm (`checkpoints_dir/<checkpoint_name>`, as `evaluate` saved it)
+    under the protocol, episode count and episode seeds of `results` (a `ResultsFile`).
+
+    The same scoring code as `evaluate`, one unit per seed on `executor`; it does not fit
+    anything. The suite must be built here (the protocol and references may read it).
+    Checking that the checkpoints belong to the file is the caller's job.
+    """
+    say: ProgressFn = progress or (lambda *a: None)
+    executor = executor or LocalExecutor(1)
+    suite = load_suite(results.suite.name)
+    protocol = get_protocol(results.protocol.name)
+    seeds = list(results.seeds)
+    items = []
+    for seed in seeds:
+        folder = Path(checkpoints_dir) / checkpoint_name(results.algorithm.name, suite.name, seed)
+        files = {str(f.relative_to(folder)): f.read_bytes() for f in sorted(folder.rglob("*")) if f.is_file()}
+        items.append((seed, files))
+    # Nothing is built or fitted here (no class, no config): each unit loads its checkpoint.
+    ctx = RunContext(results.algorithm.name, object, None, spec_of(suite), suite, meta_train_data(suite), protocol,
+                     results.episodes_per_task, device, None, ship_checkpoint=False)
+    if not executor.inline and protocol.name == "offline-context":
+        ctx.test_batches = {t.index: suite.load_test_batch(t.index) for t in suite.test_tasks}
+    t0 = time.perf_counter()
+    runs: list[list[dict[str, Any]]] = executor.map(
+        _rescore_seed, items, name=f"re-evaluate {results.algorithm.name} on {suite.name}",
+        labels=[f"seed {s}" for s in seeds],
+        resources=Resources(num_cpus=max(1, unit_cpus), num_gpus=1.0 if device.startswith("cuda") else 0.0),
+        shared=ctx, progress=executor.progress or phase_progress(say),
+    )
+    return Reevaluation([r for run in runs for r in run], time.perf_counter() - t0)

@@ -50,7 +50,8 @@ def _local(card: SuiteCard) -> dict[str, dict]:
 def suite_reference(name: str, version: int) -> SuiteReference:
     card = get_card(name)
     if version != card.version:
-        raise SubmissionError(f"suite {name} v{version} is not on this board (current: v{card.version}); re-run eval on v{card.version}")
+        raise SubmissionError(f"suite {name} v{version} is not on this board (current: v{card.version}); "
+                              f"re-run eval on v{card.version}")
     published, local = read_published(card), _local(card)
     refs = published or local
     test_ids = [card.dataset_id(i) for i in card.test_indices()]
@@ -67,6 +68,8 @@ def suite_reference(name: str, version: int) -> SuiteReference:
         published_checksums={d: {v["checksum"]} for d, v in published.items()},
         local_checksums={d: v["checksum"] for d, v in local.items()},
         protocol_constants={p.name: (p.version, dict(p.constants)) for p in PROTOCOLS.values()},
+        family=card.family,
+        episode_length=card.episode_length,
     )
 
 

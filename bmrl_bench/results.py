@@ -30,6 +30,7 @@ from bmrl_bench.fsutil import atomic_write_text
 __all__ = [
     "AlgorithmInfo",
     "CodeInfo",
+    "DEFAULT_TIER",
     "DatasetRef",
     "HardwareInfo",
     "MAX_FILE_BYTES",
@@ -39,6 +40,7 @@ __all__ = [
     "SCHEMA_VERSION",
     "SuiteInfo",
     "canonical_json",
+    "data_tier",
     "load_results",
     "meta_test_indices",
     "normalized_scores",
@@ -48,6 +50,7 @@ __all__ = [
 ]
 
 SCHEMA_VERSION = 1
+DEFAULT_TIER = "replay"
 
 # Bounds against hostile files.
 MAX_FILE_BYTES = 5 * 1024 * 1024
@@ -164,6 +167,8 @@ class SuiteInfo(_Model):
     name: Name
     version: NonNegInt
     datasets: Annotated[list[DatasetRef], Field(min_length=1, max_length=MAX_DATASETS)]
+    # The data tier; files written before tiers existed have none and mean DEFAULT_TIER.
+    tier: Name | None = None
 
     @field_validator("name")
     @classmethod
@@ -364,9 +369,22 @@ def load_results(path: Path) -> ResultsFile:
     return parse_results(data, str(path))
 
 
+def data_tier(results: ResultsFile) -> str:
+    """The data tier the results were obtained on."""
+    return results.suite.tier or DEFAULT_TIER
+
+
 def canonical_json(results: ResultsFile, indent: int | None = 2) -> str:
-    """Deterministic JSON of `results`: sorted keys, no NaN; the same model always gives the same text."""
-    data = results.model_dump(mode="json", exclude={"aggregates"} if results.aggregates is None else None)
+    """Deterministic JSON of `results`: sorted keys, no NaN; the same model always gives the same text.
+
+    Optional fields that are unset (`aggregates`, `suite.tier`) are left out, so files
+    written before they existed keep their bytes."""
+    exclude: dict[str, Any] = {}
+    if results.aggregates is None:
+        exclude["aggregates"] = True
+    if results.suite.tier is None:
+        exclude["suite"] = {"tier"}
+    data = results.model_dump(mode="json", exclude=exclude or None)
     return json.dumps(data, sort_keys=True, indent=indent, allow_nan=False) + "\n"
 
 

@@ -12,12 +12,12 @@ from typing import Any
 import numpy as np
 import pytest
 
+from bmrl_bench.board.store import write_new
 from bmrl_bench.errors import SubmissionError
 from bmrl_bench.leaderboard import (
     Entry,
     ReferenceTask,
     SuiteReference,
-    _write_new,
     content_hash,
     load_board,
     render,
@@ -185,7 +185,7 @@ def test_submitted_aggregates_are_ignored(tmp_path: Path) -> None:
     assert "aggregates" not in json.loads(entry.path.read_text())  # never stored
     render(board, published)
     readme = (board / "README.md").read_text()
-    assert "| algo-a | default | 0.450 [" in readme
+    assert "| algo-a | default | self-reported | 0.450 [" in readme
     assert "1.000 [1.000, 1.000]" not in readme
 
 
@@ -203,13 +203,13 @@ def test_local_build_is_accepted_and_marked(tmp_path: Path) -> None:
     ref_section, local_section = readme.split('<a id="table-tiny-lb-zero-shot-local-build"></a>')
     assert '<a id="table-tiny-lb-zero-shot"></a>' in ref_section
     assert "| algo-a |" in ref_section and "algo-local" not in ref_section
-    assert "## tiny-lb v1 · zero-shot v1 · LOCAL-BUILD data" in local_section
+    assert "## tiny-lb v1 · replay tier · zero-shot v1 · LOCAL-BUILD data" in local_section
     assert "checksums match no published build" in local_section
     assert re.search(r"^\| 1 \| algo-local \|", local_section, re.M)  # ranked on its own
     assert re.search(r"^\| 1 \| algo-a \|", ref_section, re.M)  # not pushed down by the higher local entry
     page = (board / "index.html").read_text()
-    assert '<table id="table-tiny-lb-zero-shot-local-build" class="local">' in page
-    assert "algo-local (default) · zero-shot · LOCAL-BUILD" in page  # plot label
+    assert '<table id="table-tiny-lb-zero-shot-local-build" class="sortable local">' in page
+    assert "algo-local (default) · zero-shot · LOCAL-BUILD · self-reported" in page  # plot label
     assert [e.data for e in sorted(load_board(board, published), key=lambda e: e.algorithm)] == ["reference", "local-build"]
 
 
@@ -303,10 +303,10 @@ REFUSALS: list[tuple[str, Callable[[dict[str, Any]], None], str]] = [
      " regenerate it with `bmrl-bench eval`"),
     ("checksum-unknown", _set("suite", "datasets", 3, "checksum", value=sha("tampered")),
      f"{SRC}: dataset {did(3)} has checksum {sha('tampered')[:12]}..., which matches neither a published build nor the local"
-     " build of suite tiny-lb v1; rebuild it with `bmrl-bench build tiny-lb` (or get the published datasets) and re-run eval"),
+     " build of suite tiny-lb v1; rebuild it with `bmrl-bench datasets build tiny-lb` (or get the published datasets) and re-run eval"),
     ("train-checksum-unknown", _set("suite", "datasets", 0, "checksum", value=sha("tampered")),
      f"{SRC}: dataset {did(0)} has checksum {sha('tampered')[:12]}..., which matches neither a published build nor the local"
-     " build of suite tiny-lb v1; rebuild it with `bmrl-bench build tiny-lb` (or get the published datasets) and re-run eval"),
+     " build of suite tiny-lb v1; rebuild it with `bmrl-bench datasets build tiny-lb` (or get the published datasets) and re-run eval"),
     ("train-dataset-missing", lambda d: d["suite"]["datasets"].pop(0),
      f"{SRC}: suite.datasets lacks {did(0)}; the leaderboard checks every dataset of suite tiny-lb v1: re-run eval"),
     ("protocol-unknown", _set("protocol", "name", value="few-shot"),
@@ -376,7 +376,8 @@ def test_duplicate_submission_is_refused(board: Path, tmp_path: Path) -> None:
         submit(path, board, published)
     rel = first.path.relative_to(board).as_posix()
     assert str(info.value) == (
-        f"{path}: duplicate submission: the same algorithm, config and returns are already on the board as {rel}; nothing to do"
+        f"{path}: duplicate submission: the same algorithm, config and returns are already on the board as {rel}"
+        " (self-reported); nothing to do"
     )
     assert tree_digest(board) == before
 
@@ -405,9 +406,9 @@ def test_too_many_run_entries_are_refused(board: Path, tmp_path: Path) -> None:
 
 def test_stored_file_is_never_overwritten(tmp_path: Path) -> None:
     target = tmp_path / "x" / "a.json"
-    _write_new(target, "first\n", lambda: SubmissionError("exists"))
+    write_new(target, "first\n", lambda: SubmissionError("exists"))
     with pytest.raises(SubmissionError, match="exists"):
-        _write_new(target, "second\n", lambda: SubmissionError("exists"))
+        write_new(target, "second\n", lambda: SubmissionError("exists"))
     assert target.read_text() == "first\n"
     assert [p.name for p in target.parent.iterdir()] == ["a.json"]  # no temp file left behind
 
@@ -427,13 +428,15 @@ def test_readme_table_has_the_expected_numbers(tmp_path: Path) -> None:
     render(board, published)
     readme = (board / "README.md").read_text()
     header, row = _rows(readme, "table-tiny-lb-zero-shot")
-    assert header == ["rank", "algorithm", "config", "IQM [95% CI]", "mean [95% CI]", "task 02 (45)", "task 03 (135)",
-                      "#seeds", "P(better than next)", "date", "commit"]
+    assert header == ["rank", "algorithm", "config", "status", "IQM [95% CI]", "mean [95% CI]", "task 02 (45)",
+                      "task 03 (135)", "#seeds", "P(better than next)", "date", "commit", "results"]
     lo, hi = stratified_bootstrap_ci(SCORES_A, iqm, reps=2000, seed=0)
     mlo, mhi = stratified_bootstrap_ci(SCORES_A, mean, reps=2000, seed=0)
-    assert row == ["1", "algo-a", "default", f"0.450 [{lo:.3f}, {hi:.3f}]", f"0.500 [{mlo:.3f}, {mhi:.3f}]",
-                   "0.250", "0.750", "4", "—", "2024-05-01", "abcdef1"]
-    assert "## tiny-lb v1 · zero-shot v1 · reference data" in readme
+    digest = content_hash(parse_results(make_results("algo-a")))
+    assert row == ["1", "algo-a", "default", "self-reported", f"0.450 [{lo:.3f}, {hi:.3f}]", f"0.500 [{mlo:.3f}, {mhi:.3f}]",
+                   "0.250", "0.750", "4", "—", "2024-05-01", "abcdef1",
+                   f"[json](submissions/{SUITE}/zero-shot/algo-a-{digest[:16]}.json)"]
+    assert "## tiny-lb v1 · replay tier · zero-shot v1 · reference data" in readme
 
 
 def test_ranking_ties_and_probability_of_improvement(tmp_path: Path) -> None:
@@ -453,9 +456,9 @@ def test_ranking_ties_and_probability_of_improvement(tmp_path: Path) -> None:
     assert [(r[0], r[1]) for r in rows] == [("1", "algo-a"), ("=1", "algo-b"), ("3", "algo-c")]
     # P(a > b): per task 10 of the 16 run pairs favour a -> 0.625; b beats c on every pair -> 1.0
     assert probability_of_improvement(entries["algo-a"].scores, entries["algo-b"].scores) == pytest.approx(0.625)
-    assert [r[8] for r in rows] == ["0.625", "1.000", "—"]
-    assert rows[2][10] == "—"  # no commit recorded
-    assert [r[3].split()[0] for r in rows] == ["0.450", "0.440", "-0.350"]
+    assert [r[9] for r in rows] == ["0.625", "1.000", "—"]
+    assert rows[2][11] == "—"  # no commit recorded
+    assert [r[4].split()[0] for r in rows] == ["0.450", "0.440", "-0.350"]
     # the other protocol has its own table, ranked on its own
     d = make_results("algo-d", offset=0.5)
     d["protocol"] = {"name": "offline-context", "version": 1, "constants": {"context_transitions": 200}}
@@ -487,9 +490,10 @@ def test_render_is_deterministic_and_self_contained(tmp_path: Path) -> None:
     assert {n: (board / n).read_bytes() for n in ("README.md", "index.html")} == first
     page = first["index.html"].decode()
     assert page.startswith("<!DOCTYPE html>")
-    assert '<table id="table-tiny-lb-zero-shot">' in page
-    assert page.count("<svg") == 1 and '<figure id="plot-tiny-lb">' in page
-    assert "<script" not in page
+    assert '<table id="table-tiny-lb-zero-shot" class="sortable">' in page
+    assert page.count("<svg") == 1 and '<figure id="plot-tiny-lb" data-suite="tiny-lb">' in page
+    assert page.count("<script") == 1 and "<script>" in page  # inline only: sorting and filters
+    assert not re.search(r"fetch\(|XMLHttpRequest|import\(|WebSocket", page)  # the script never reaches the network
     assert not re.search(r"""(src|href)=["']?(https?:)?//""", page)  # no external assets
     assert not re.search(r"""<link\b""", page)
     assert sorted(p.name for p in board.iterdir()) == ["README.md", "index.html", "submissions"]  # no temp files
