@@ -42,7 +42,9 @@ class BatchSACConfig(CheckedConfig):
               "tau": POLYAK, "log_every": AT_LEAST_1}
 
 
-def sample_pooled(tensors: dict[str, torch.Tensor], batch_size: int, generator: torch.Generator) -> dict[str, torch.Tensor]:
+def sample_pooled(
+    tensors: dict[str, torch.Tensor], batch_size: int, generator: torch.Generator
+) -> dict[str, torch.Tensor]:
     """A (1, B, ...) minibatch drawn uniformly from a flat pooled buffer."""
     n = tensors["rewards"].shape[0]
     idx = torch.randint(0, n, (batch_size,), generator=generator)

@@ -138,8 +138,10 @@ class D3rlpyBCQ(BaseAlgorithm):
     configs: ClassVar[dict[str, Any]] = {
         "pointgoal": BCQBaselineConfig(steps=3000),
         # Lite: tiMe's lite phase-1 sizes (256-256, VAE 256-256), about a quarter of the official FLOPs.
-        "halfcheetah-vel-lite": BCQBaselineConfig(steps=20_000, critic_hidden=(256, 256), actor_hidden=(256, 256), vae_hidden=(256, 256)),
-        "hopper-vel-lite": BCQBaselineConfig(steps=20_000, critic_hidden=(256, 256), actor_hidden=(256, 256), vae_hidden=(256, 256)),
+        "halfcheetah-vel-lite": BCQBaselineConfig(steps=20_000, critic_hidden=(256, 256), actor_hidden=(256, 256),
+                                                  vae_hidden=(256, 256)),
+        "hopper-vel-lite": BCQBaselineConfig(steps=20_000, critic_hidden=(256, 256), actor_hidden=(256, 256),
+                                             vae_hidden=(256, 256)),
         "halfcheetah-vel": BCQBaselineConfig(steps=1_000_000),  # the official BCQ's max_timesteps
         "hopper-vel": BCQBaselineConfig(steps=1_000_000),
         "default": BCQBaselineConfig(),
@@ -159,7 +161,8 @@ class D3rlpyBCQ(BaseAlgorithm):
         if batch.observations.shape[1:] != (spec.obs_dim,) or batch.actions.shape[1:] != (spec.act_dim,):
             raise BmrlError(
                 f"bcq: data has observations {batch.observations.shape[1:]} and actions {batch.actions.shape[1:]} "
-                f"but the spec says ({spec.obs_dim},) and ({spec.act_dim},); build the algorithm with the suite's EnvSpec"
+                f"but the spec says ({spec.obs_dim},) and ({spec.act_dim},); "
+                "build the algorithm with the suite's EnvSpec"
             )
         d3rlpy = import_d3rlpy()
         dataset = batch_to_mdp_dataset(batch)
@@ -215,7 +218,8 @@ class D3rlpyBCQ(BaseAlgorithm):
         expected = set(module_tensors(bcq))
         if set(tensors) != expected:
             missing = sorted(expected - set(tensors)) or sorted(set(tensors) - expected)
-            raise CheckpointError(f"it does not hold this bcq configuration's weights ('{missing[0]}' differs); save it again with the same config")
+            raise CheckpointError(f"it does not hold this bcq configuration's weights ('{missing[0]}' differs); "
+                                  "save it again with the same config")
         for name in MODULES:  # a RuntimeError (other shapes) becomes BaseAlgorithm.load's one-line CheckpointError
             prefix = f"{name}."
             modules[name].load_state_dict({k[len(prefix):]: v for k, v in tensors.items() if k.startswith(prefix)})

@@ -133,13 +133,15 @@ CONFIGS: dict[str, TiMeConfig] = {
     "hopper-vel-lite": _LITE_MUJOCO,
     # Appendix B, HalfCheetah: embedding 64, f 7x512, E 7x512 -> 64, P 1x64, Q_S 8x512, G_S 7x750, xi_S 7x400, batch 64.
     "halfcheetah-vel": TiMeConfig(
-        phase1="bcq", phase1_hidden=(400, 300), phase1_steps=300_000, phase1_batch_size=100, phase2_steps=1_000_000, batch_size=64,
+        phase1="bcq", phase1_hidden=(400, 300), phase1_steps=300_000, phase1_batch_size=100, phase2_steps=1_000_000,
+        batch_size=64,
         embedding_dim=64, f_hidden=(512,) * 7, e_hidden=(512,) * 7, e_out=64, p_hidden=(64,),
         q_hidden=(512,) * 8, g_hidden=(750,) * 7, xi_hidden=(400,) * 7,
     ),
     # Appendix B, Hopper: embedding 8, f 3x256, E 4x16 -> 8, P 2x4, Q_S 8x128, batch 32 (G_S, xi_S: BCQ's).
     "hopper-vel": TiMeConfig(
-        phase1="bcq", phase1_hidden=(400, 300), phase1_steps=300_000, phase1_batch_size=100, phase2_steps=1_000_000, batch_size=32,
+        phase1="bcq", phase1_hidden=(400, 300), phase1_steps=300_000, phase1_batch_size=100, phase2_steps=1_000_000,
+        batch_size=32,
         embedding_dim=8, f_hidden=(256,) * 3, e_hidden=(16,) * 4, e_out=8, p_hidden=(4, 4),
         q_hidden=(128,) * 8,
     ),
@@ -286,15 +288,17 @@ class TiMe(ModuleAlgorithm):
                 k, self.spec.obs_dim, self.spec.act_dim,
                 sac_learner.SACConfig(hidden=tuple(c.phase1_hidden), lr=c.lr, gamma=c.gamma,
                                       batch_size=c.phase1_batch_size, device=self.device), seed=self.seed)
-        return bcq_learner.BatchedBCQ(k, self.spec.obs_dim, self.spec.act_dim,
-                          bcq_learner.BCQConfig(actor_hidden=tuple(c.phase1_hidden), critic_hidden=tuple(c.phase1_hidden),
-                                    vae_hidden=tuple(c.phase1_vae_hidden), lr=c.lr, gamma=c.gamma,
-                                    batch_size=c.phase1_batch_size, device=self.device), seed=self.seed)
+        return bcq_learner.BatchedBCQ(
+            k, self.spec.obs_dim, self.spec.act_dim,
+            bcq_learner.BCQConfig(actor_hidden=tuple(c.phase1_hidden), critic_hidden=tuple(c.phase1_hidden),
+                                  vae_hidden=tuple(c.phase1_vae_hidden), lr=c.lr, gamma=c.gamma,
+                                  batch_size=c.phase1_batch_size, device=self.device), seed=self.seed)
 
     def phase1_key(self, data: MetaTrainData, checksums: Sequence[str]) -> str:
         c = self.config
         key = {"suite": data.suite, "checksums": list(checksums), "phase1": c.phase1, "steps": c.phase1_steps,
-               "batch": c.phase1_batch_size, "hidden": list(c.phase1_hidden), "vae": list(c.phase1_vae_hidden), "lr": c.lr, "gamma": c.gamma,
+               "batch": c.phase1_batch_size, "hidden": list(c.phase1_hidden), "vae": list(c.phase1_vae_hidden),
+               "lr": c.lr, "gamma": c.gamma,
                "seed": self.seed, "tasks": data.num_tasks, "format": 1, "code": phase1_code_version(c.phase1)}
         return hashlib.sha256(json.dumps(key, sort_keys=True).encode()).hexdigest()[:20]
 
@@ -328,7 +332,9 @@ class TiMe(ModuleAlgorithm):
         return learner
 
     # -- phase 2 ----------------------------------------------------------------
-    def phase2_loss(self, learner: Any, sampler: TaskSampler, gen: torch.Generator) -> tuple[torch.Tensor, dict[str, float]]:
+    def phase2_loss(
+        self, learner: Any, sampler: TaskSampler, gen: torch.Generator
+    ) -> tuple[torch.Tensor, dict[str, float]]:
         c, k = self.config, sampler.k
         m = max(1, c.batch_size // k)
         b = sampler.gather(sampler.indices((m,), gen))  # (K, m, ...)

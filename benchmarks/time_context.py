@@ -28,7 +28,9 @@ from bmrl_bench.metrics import iqm, normalize
 from bmrl_bench.protocols import PROTOCOLS, episode_seed
 
 
-def episode(suite: Suite, agent: Any, param: float, seed: int, context: Batch | None, rng: np.random.Generator) -> tuple[float, np.ndarray]:
+def episode(
+    suite: Suite, agent: Any, param: float, seed: int, context: Batch | None, rng: np.random.Generator
+) -> tuple[float, np.ndarray]:
     """(return, final observation) of one scored episode; `context` given: observed first, the episode not."""
     agent.reset()
     if context is not None:
@@ -61,10 +63,13 @@ def main() -> None:
     suite = load_suite(args.suite)
     runs = sorted(args.checkpoints.glob(f"time-{suite.name}-seed*"))
     if not runs:
-        raise SystemExit(f"error: no time-{suite.name}-seed* checkpoints in {args.checkpoints}; run eval with --checkpoints first")
+        raise SystemExit(f"error: no time-{suite.name}-seed* checkpoints in {args.checkpoints}; "
+                         "run eval with --checkpoints first")
     pointgoal = suite.family.name == "pointgoal"
-    report: dict[str, Any] = {"suite": suite.name, "protocol": args.protocol, "runs": [r.name for r in runs], "contexts": {}}
-    test_data = {t.index: suite.load_test_batch(t.index) for t in suite.test_tasks} if args.protocol == "offline-context" else {}
+    report: dict[str, Any] = {"suite": suite.name, "protocol": args.protocol, "runs": [r.name for r in runs],
+                              "contexts": {}}
+    offline = args.protocol == "offline-context"
+    test_data = {t.index: suite.load_test_batch(t.index) for t in suite.test_tasks} if offline else {}
     for n in (int(c) for c in args.contexts.split(",")):
         scores = np.zeros((len(runs), len(suite.test_tasks)))
         angles: dict[float, list[float]] = {t.param: [] for t in suite.test_tasks}
@@ -76,7 +81,8 @@ def main() -> None:
                 rng = np.random.default_rng(episode_seed(algo.seed, task.index, 999))
                 rets = []
                 for e in range(suite.card.eval_episodes):
-                    ret, last = episode(suite, agent, task.param, episode_seed(algo.seed, task.index, e), test_data.get(task.index), rng)
+                    seed = episode_seed(algo.seed, task.index, e)
+                    ret, last = episode(suite, agent, task.param, seed, test_data.get(task.index), rng)
                     rets.append(ret)
                     if pointgoal:
                         angles[task.param].append(float(np.degrees(np.arctan2(last[1], last[0]))))
@@ -84,7 +90,8 @@ def main() -> None:
         row: dict[str, Any] = {"iqm": round(iqm(scores), 3), "per_task": scores.mean(0).round(3).tolist()}
         if pointgoal:
             row["final_angle_median"] = {str(p): round(float(np.median(a)), 1) for p, a in angles.items()}
-            row["final_angle_quartiles"] = {str(p): np.percentile(a, [25, 75]).round(1).tolist() for p, a in angles.items()}
+            row["final_angle_quartiles"] = {str(p): np.percentile(a, [25, 75]).round(1).tolist()
+                                            for p, a in angles.items()}
         report["contexts"][str(n)] = row
         print(f"test_context {n}: {json.dumps(row)}", flush=True)
     if args.out:

@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import functools
 import json
 import os
 import time
@@ -50,8 +51,8 @@ def shooting_policy(learner: Any, act_dim: int, shots: int, seed: int) -> Callab
     return act
 
 
-def run_episodes(policy: Callable[[np.ndarray], np.ndarray], k: int, suite: Any, tasks: list[TaskInfo], members: list[int],
-                 episodes: int, seed: int) -> np.ndarray:
+def run_episodes(policy: Callable[[np.ndarray], np.ndarray], k: int, suite: Any, tasks: list[TaskInfo],
+                 members: list[int], episodes: int, seed: int) -> np.ndarray:
     """Mean return over `episodes` of member `members[i]` on `tasks[i]`, all envs stepped in lockstep: (len(tasks),).
 
     `policy` maps the K members' observations (K, o) to their actions (K, a)."""
@@ -130,11 +131,14 @@ def main() -> None:
             teacher = algo._phase1_learner(data.num_tasks)
             teacher.load_state_dict(load_file(str(path)))
         row: dict[str, Any] = {"phase1_steps": n, "train_seconds": round(train_s, 1) if n <= last_new else "cached"}
-        policies = {"actor": (lambda o: teacher.act(o, deterministic=True)) if base.phase1 == "sac" else teacher.act}
+        actor = functools.partial(teacher.act, deterministic=True) if base.phase1 == "sac" else teacher.act
+        policies = {"actor": actor}
         if base.phase1 == "sac":  # what tiMe does with Q_S, here with the teacher's own Q
-            policies["shooting"] = shooting_policy(teacher, suite.train.actions.shape[1], base.shooting_actions, args.seed)
+            act_dim = suite.train.actions.shape[1]
+            policies["shooting"] = shooting_policy(teacher, act_dim, base.shooting_actions, args.seed)
         for how, policy in policies.items():
-            for label, tasks, members in (("own_task", train, list(range(len(train)))), ("nearest_teacher_on_test", test, nearest)):
+            runs = (("own_task", train, list(range(len(train)))), ("nearest_teacher_on_test", test, nearest))
+            for label, tasks, members in runs:
                 ret = run_episodes(policy, data.num_tasks, suite, tasks, members, args.episodes, args.seed)
                 norm = [float(normalize(np.array(r), t.ref_min, t.ref_max)) for r, t in zip(ret, tasks)]
                 row[f"{label} ({how})"] = {"returns": ret.round(1).tolist(), "normalized": np.round(norm, 3).tolist(),

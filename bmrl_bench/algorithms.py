@@ -12,7 +12,8 @@ Checkpoints are a folder: `config.json` (algorithm name + config) beside
 
 `BaseAlgorithm` is the skeleton: the constructor, `save` and `load` once, so an algorithm
 writes only its config, `fit`, `make_agent` and, if it has weights, `state_dict` /
-`load_state_dict` (`ModuleAlgorithm`: the weights of one torch module, `self.nets`). `ContextFreeAgent` is the agent that ignores its context.
+`load_state_dict` (`ModuleAlgorithm`: the weights of one torch module, `self.nets`).
+`ContextFreeAgent` is the agent that ignores its context.
 Privileged references (the oracle) derive from `Privileged`: the harness binds the suite to
 them and calls `agent.set_task(index, param)` before each test task; nothing else is told the task.
 """
@@ -175,7 +176,9 @@ class BaseAlgorithm:
         except RuntimeError as e:  # nn.Module.load_state_dict: the first line that names a tensor
             lines = [ln.strip() for ln in str(e).splitlines() if ln.strip()]
             detail = (lines[1] if len(lines) > 1 else lines[0] if lines else type(e).__name__)[:300]
-            raise CheckpointError(f"{path}: weights do not match its config.json ({detail}); save the checkpoint again") from None
+            raise CheckpointError(
+                f"{path}: weights do not match its config.json ({detail}); save the checkpoint again"
+            ) from None
         return algo
 
 
@@ -210,14 +213,16 @@ def check_algorithm_class(cls: type, name: str) -> None:
     where = f"algorithm '{name}' ({cls.__module__}.{cls.__qualname__})"
     for attr in ("name", "config_cls", "configs", "fit", "make_agent", "save", "load"):
         if not hasattr(cls, attr):
-            raise AlgorithmContractError(f"{where} has no '{attr}'; see the Algorithm protocol in bmrl_bench.algorithms")
+            raise AlgorithmContractError(f"{where} has no '{attr}'; see the Algorithm protocol, bmrl_bench.algorithms")
     if cls.name != name:
         raise AlgorithmContractError(f"{where} is registered as '{name}' but its name is '{cls.name}'; make them equal")
     if "default" not in cls.configs:
-        raise AlgorithmContractError(f"{where} has no 'default' config (named configs: {', '.join(cls.configs)}); add one")
+        named = ", ".join(cls.configs)
+        raise AlgorithmContractError(f"{where} has no 'default' config (named configs: {named}); add one")
     for key, config in cls.configs.items():
         if not isinstance(config, cls.config_cls):
-            raise AlgorithmContractError(f"{where}: config '{key}' is a {type(config).__name__}, not a {cls.config_cls.__name__}")
+            raise AlgorithmContractError(
+                f"{where}: config '{key}' is a {type(config).__name__}, not a {cls.config_cls.__name__}")
 
 
 def config_name_for(cls: type, suite: str, family: str) -> str:
@@ -231,16 +236,20 @@ def config_name_for(cls: type, suite: str, family: str) -> str:
     )
 
 
-def resolve_config(cls: type, suite: str, family: str, config_name: str | None, overrides: dict[str, Any] | None) -> tuple[str, Any]:
+def resolve_config(
+    cls: type, suite: str, family: str, config_name: str | None, overrides: dict[str, Any] | None
+) -> tuple[str, Any]:
     name = config_name or config_name_for(cls, suite, family)
     if name not in cls.configs:
-        raise UnknownAlgorithmError(f"algorithm '{cls.name}' has no config named '{name}'; named configs: {', '.join(cls.configs)}")
+        named = ", ".join(cls.configs)
+        raise UnknownAlgorithmError(f"algorithm '{cls.name}' has no config named '{name}'; named configs: {named}")
     config = cls.configs[name]
     if overrides:
         known = {f.name for f in dataclasses.fields(config)}
         bad = sorted(set(overrides) - known)
         if bad:
-            raise UnknownAlgorithmError(f"'{bad[0]}' is not a field of {cls.config_cls.__name__}; fields: {', '.join(sorted(known))}")
+            fields = ", ".join(sorted(known))
+            raise UnknownAlgorithmError(f"'{bad[0]}' is not a field of {cls.config_cls.__name__}; fields: {fields}")
         config = dataclasses.replace(config, **overrides)
     return name, config
 
@@ -265,7 +274,8 @@ def save_checkpoint(path: Path, algorithm: str, config: Any, spec: EnvSpec, seed
     from safetensors.torch import save
 
     path = Path(path)
-    atomic_write_bytes(path / "weights.safetensors", save({k: v.detach().contiguous().cpu() for k, v in tensors.items()}))
+    weights = save({k: v.detach().contiguous().cpu() for k, v in tensors.items()})
+    atomic_write_bytes(path / "weights.safetensors", weights)
     meta = {"algorithm": algorithm, "config": config_to_dict(config), "spec": dataclasses.asdict(spec), "seed": seed}
     atomic_write_text(path / "config.json", json.dumps(meta, indent=2))
 
@@ -278,7 +288,9 @@ def read_checkpoint(path: Path, config_cls: type) -> tuple[Any, EnvSpec, int, di
         meta = json.loads((path / "config.json").read_text())
         tensors = load_file(str(path / "weights.safetensors"))
     except (OSError, json.JSONDecodeError, Exception) as e:  # safetensors raises its own error types
-        raise CheckpointError(f"{path} is not a bmrl-bench checkpoint ({type(e).__name__}); save one with `algo.save(path)`") from None
+        raise CheckpointError(
+            f"{path} is not a bmrl-bench checkpoint ({type(e).__name__}); save one with `algo.save(path)`"
+        ) from None
     return config_from_dict(config_cls, meta["config"]), EnvSpec(**meta["spec"]), int(meta["seed"]), tensors
 
 

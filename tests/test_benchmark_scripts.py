@@ -60,7 +60,8 @@ def test_time_teachers_writes_the_phase1_cache_entry_eval_would_train(tiny_suite
     num_train = len(load_suite(TINY).train_tasks)
     for row in report["rows"]:
         assert len(row["own_task (actor)"]["normalized"]) == num_train
-        assert len(row["nearest_teacher_on_test (shooting)"]["normalized"]) == len(row["nearest_teacher"]) == len(load_suite(TINY).test_tasks)
+        num_test = len(load_suite(TINY).test_tasks)
+        assert len(row["nearest_teacher_on_test (shooting)"]["normalized"]) == len(row["nearest_teacher"]) == num_test
     scripted = sorted((tmp_path / "script-cache" / "phase1").glob("*/weights.safetensors"))
     assert len(scripted) == 2
 

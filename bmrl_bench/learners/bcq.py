@@ -80,7 +80,8 @@ class BCQConfig(CheckedConfig):
     device: str = "cpu"
     """torch device of all parameters and computations."""
 
-    RANGES = {"actor_hidden": AT_LEAST_1, "critic_hidden": AT_LEAST_1, "vae_hidden": AT_LEAST_1, "latent_dim": AT_LEAST_1,
+    RANGES = {"actor_hidden": AT_LEAST_1, "critic_hidden": AT_LEAST_1, "vae_hidden": AT_LEAST_1,
+              "latent_dim": AT_LEAST_1,
               "lr": POSITIVE, "batch_size": AT_LEAST_1, "gamma": DISCOUNT, "tau": POLYAK, "lmbda": UNIT,
               "phi": NON_NEGATIVE, "n_action_samples": AT_LEAST_1}
 
@@ -210,7 +211,8 @@ class BatchedBCQ:
                 f"actions (K, B, {self.act_dim}), got {tuple(obs.shape)}, {tuple(next_obs.shape)}, {tuple(act.shape)}"
             )
         if rew.shape != (K, B) or term.shape != (K, B):
-            raise ValueError(f"BatchedBCQ.update: rewards and terminals must be (K={K}, B={B}), got {tuple(rew.shape)}, {tuple(term.shape)}")
+            raise ValueError(f"BatchedBCQ.update: rewards and terminals must be (K={K}, B={B}), "
+                             f"got {tuple(rew.shape)}, {tuple(term.shape)}")
         if noise is None:
             noise = self.sample_noise(B)
 
@@ -304,7 +306,8 @@ class BatchedBCQ:
             x = x.unsqueeze(1)
         K, n = self.num_members, self.config.n_action_samples
         if x.dim() != 3 or x.shape[0] != K or x.shape[2] != self.obs_dim:
-            raise ValueError(f"BatchedBCQ.act: expected obs (K={K}, {self.obs_dim}) or (K, B, {self.obs_dim}), got {tuple(x.shape)}")
+            raise ValueError(f"BatchedBCQ.act: expected obs (K={K}, {self.obs_dim}) or (K, B, {self.obs_dim}), "
+                             f"got {tuple(x.shape)}")
         B = x.shape[1]
         rep = x.unsqueeze(2).expand(K, B, n, self.obs_dim).reshape(K, B * n, self.obs_dim)
         cand = self._perturb(self.actor, rep, self._decode(rep, self._sample_z(K, B * n)))
@@ -382,11 +385,14 @@ class BatchedBCQ:
         names = {e[0] for e in entries}
         missing = sorted(names - set(state))
         if missing:
-            raise CheckpointError(f"BCQ state is missing {len(missing)} weights (first: {missing[0]}); save it with BatchedBCQ.state_dict()")
-        known = names | {f"adam.{e[0]}.{k}" for e in entries if e[3] is not None for k in ("exp_avg", "exp_avg_sq", "step")}
+            raise CheckpointError(f"BCQ state is missing {len(missing)} weights (first: {missing[0]}); "
+                                  "save it with BatchedBCQ.state_dict()")
+        moments = ("exp_avg", "exp_avg_sq", "step")
+        known = names | {f"adam.{e[0]}.{k}" for e in entries if e[3] is not None for k in moments}
         unknown = sorted(set(state) - known)
         if unknown:
-            raise CheckpointError(f"BCQ state has unknown entry {unknown[0]!r}; it was saved by another learner or version")
+            raise CheckpointError(
+                f"BCQ state has unknown entry {unknown[0]!r}; it was saved by another learner or version")
 
         def check(name: str, t: Tensor, shape: torch.Size) -> Tensor:
             if tuple(t.shape) != tuple(shape):
@@ -409,7 +415,8 @@ class BatchedBCQ:
                 opt.state.clear()
                 continue
             if not all(have):
-                raise CheckpointError("BCQ state holds Adam moments for only some parameters of an optimizer; save it with BatchedBCQ.state_dict()")
+                raise CheckpointError("BCQ state holds Adam moments for only some parameters of an optimizer; "
+                                      "save it with BatchedBCQ.state_dict()")
             new: dict[Tensor, dict[str, Tensor]] = {}
             for name, p, idx, _ in mine:
                 st = new.setdefault(p, {"exp_avg": torch.zeros_like(p), "exp_avg_sq": torch.zeros_like(p)})
@@ -418,7 +425,8 @@ class BatchedBCQ:
                     dst.copy_(check(f"adam.{name}.{key}", state[f"adam.{name}.{key}"], dst.shape))
                 step = state[f"adam.{name}.step"]
                 if tuple(step.shape) != (K,):
-                    raise CheckpointError(f"BCQ state entry 'adam.{name}.step' has shape {tuple(step.shape)}, expected ({K},)")
+                    raise CheckpointError(
+                        f"BCQ state entry 'adam.{name}.step' has shape {tuple(step.shape)}, expected ({K},)")
                 st["step"] = step[0].detach().to(dtype=torch.float32, device=self.device).clone()
             opt.state.clear()
             for p, st in new.items():

@@ -89,7 +89,8 @@ def mdp_arrays(batch: Batch) -> dict[str, np.ndarray]:
     terminals[rows[terminal]] = 1.0
     observations[extra] = batch.next_observations[cut]
     timeouts[extra] = 1.0
-    return {"observations": observations, "actions": actions, "rewards": rewards, "terminals": terminals, "timeouts": timeouts}
+    return {"observations": observations, "actions": actions, "rewards": rewards, "terminals": terminals,
+            "timeouts": timeouts}
 
 
 def batch_to_mdp_dataset(batch: Batch) -> d3rlpy.dataset.MDPDataset:

@@ -43,7 +43,8 @@ class BatchedLinear(nn.Module):
     ) -> None:
         super().__init__()
         if num_members < 1 or in_features < 1 or out_features < 1 or pad_in < 0 or pad_out < 0:
-            raise ValueError(f"BatchedLinear needs positive sizes, got K={num_members}, in={in_features}, out={out_features}")
+            raise ValueError(
+                f"BatchedLinear needs positive sizes, got K={num_members}, in={in_features}, out={out_features}")
         self.num_members = num_members
         self.in_features = in_features
         self.out_features = out_features
@@ -86,8 +87,8 @@ class BatchedLinear(nn.Module):
                 continue
             dst = self.get_parameter(name)[idx]
             if state_dict[key].shape != dst.shape:
-                error_msgs.append(f"size mismatch for {key}: copying a param with shape {tuple(state_dict[key].shape)}, "
-                                  f"the shape in current model is {tuple(dst.shape)}.")
+                error_msgs.append(f"size mismatch for {key}: copying a param with shape "
+                                  f"{tuple(state_dict[key].shape)}, the shape in current model is {tuple(dst.shape)}.")
                 continue
             with torch.no_grad():
                 dst.copy_(state_dict[key])

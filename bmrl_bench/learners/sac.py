@@ -73,7 +73,8 @@ class SACConfig(CheckedConfig):
     def __post_init__(self) -> None:
         super().__post_init__()
         if self.log_std_min >= self.log_std_max:
-            raise ConfigError(f"SACConfig.log_std_min = {self.log_std_min!r} must be below log_std_max = {self.log_std_max!r}")
+            raise ConfigError(
+                f"SACConfig.log_std_min = {self.log_std_min!r} must be below log_std_max = {self.log_std_max!r}")
 
 
 def squashed_gaussian(
@@ -169,7 +170,9 @@ class BatchedSAC:
 
     @torch.no_grad()
     def q_value(self, obs: torch.Tensor, act: torch.Tensor) -> torch.Tensor:
-        """min(Q1, Q2) of each member on its own (obs, act): `(K, B, o), (K, B, a) -> (K, B)` ((K, o) -> (K,)), on the device."""
+        """min(Q1, Q2) of each member on its own (obs, act), on the device.
+
+        `(K, B, o), (K, B, a) -> (K, B)`; `(K, o), (K, a) -> (K,)`."""
         s = self._as_input(obs, self.obs_dim, "obs")
         a = self._as_input(act, self.act_dim, "act")
         single = s.dim() == 2
@@ -382,7 +385,9 @@ class BatchedReplay:
     def __len__(self) -> int:
         return self.size
 
-    def add(self, obs: np.ndarray, act: np.ndarray, rew: np.ndarray, next_obs: np.ndarray, terminal: np.ndarray) -> None:
+    def add(
+        self, obs: np.ndarray, act: np.ndarray, rew: np.ndarray, next_obs: np.ndarray, terminal: np.ndarray
+    ) -> None:
         """One transition per member: obs (K, o), act (K, a), rew (K,), next_obs (K, o), terminal (K,)."""
         k = self.num_members
         for name, x, want in (("obs", obs, (k, self.obs_dim)), ("act", act, (k, self.act_dim)), ("rew", rew, (k,)),

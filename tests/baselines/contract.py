@@ -81,7 +81,8 @@ def _play(agent: Any, batch: Batch, n: int) -> np.ndarray:
     for t in range(n):
         obs = batch.observations[t]
         actions.append(np.array(agent.act(obs), copy=True))
-        agent.observe(obs, batch.actions[t], float(batch.rewards[t]), batch.next_observations[t], bool(batch.terminals[t]))
+        reward, terminal = float(batch.rewards[t]), bool(batch.terminals[t])
+        agent.observe(obs, batch.actions[t], reward, batch.next_observations[t], terminal)
     return np.stack(actions)
 
 
@@ -131,7 +132,8 @@ def check_algorithm_contract(cls: type, config: Any, suite: Suite, tmp_path: Pat
     for phase, step, total, metrics in log.calls:
         assert isinstance(phase, str) and phase
         assert isinstance(step, int) and isinstance(total, int) and 0 < step <= total, (phase, step, total)
-        assert all(isinstance(k, str) and isinstance(v, float) and math.isfinite(v) for k, v in metrics.items()), metrics
+        assert all(isinstance(k, str) and isinstance(v, float) and math.isfinite(v)
+                   for k, v in metrics.items()), metrics
     last_phase = [c for c in log.calls if c[0] == log.calls[-1][0]]
     steps = [c[1] for c in last_phase]
     assert steps == sorted(steps) and steps[-1] == last_phase[-1][2], steps  # the last phase runs to its total

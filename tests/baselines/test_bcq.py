@@ -40,13 +40,15 @@ def test_log_reports_every_log_every_steps_and_all_steps_run(monkeypatch: pytest
     monkeypatch.setattr(bcq_module, "MAX_STEPS_PER_EPOCH", 4)  # 25 steps -> 5 epochs of 5: no step dropped
     log = RecordingLog()
     algo = fitted(dataclasses.replace(TINY, steps=25), log=log)
-    assert [(phase, step, total) for phase, step, total, _ in log.calls] == [("bcq", 10, 25), ("bcq", 20, 25), ("bcq", 25, 25)]
+    calls = [(phase, step, total) for phase, step, total, _ in log.calls]
+    assert calls == [("bcq", 10, 25), ("bcq", 20, 25), ("bcq", 25, 25)]
     assert all(set(m) == {"vae_loss", "critic_loss", "actor_loss"} for *_, m in log.calls)
     assert algo.bcq.grad_step == 25
     assert list(tmp_path.iterdir()) == []  # no d3rlpy_logs/
 
 
-@pytest.mark.parametrize(("steps", "per_epoch"), [(3000, 1000), (20_000, 1000), (30, 30), (1050, 525), (2500, 625), (3001, 1)])
+@pytest.mark.parametrize(("steps", "per_epoch"),
+                         [(3000, 1000), (20_000, 1000), (30, 30), (1050, 525), (2500, 625), (3001, 1)])
 def test_steps_per_epoch_divides_steps(steps: int, per_epoch: int) -> None:
     assert steps_per_epoch(steps) == per_epoch
 
@@ -63,7 +65,8 @@ def test_import_drops_the_gym_notice_and_fit_is_silent(tmp_path: Path) -> None:
         f"import dataclasses, sys\nsys.path[:0] = [{str(REPO)!r}]\n"
         "from tests.baselines.test_bcq import TINY, fitted\nfitted(dataclasses.replace(TINY, steps=3))\n"
     )
-    res = subprocess.run([sys.executable, "-c", script], cwd=tmp_path, capture_output=True, text=True, timeout=600)  # a hang guard; a loaded CI machine is slow
+    # timeout: a hang guard; a loaded CI machine is slow
+    res = subprocess.run([sys.executable, "-c", script], cwd=tmp_path, capture_output=True, text=True, timeout=600)
     assert res.returncode == 0, res.stderr[-2000:]
     assert res.stdout == "" and res.stderr == "", (res.stdout[-500:], res.stderr[-500:])
     assert list(tmp_path.iterdir()) == []
@@ -126,7 +129,8 @@ def test_errors_before_fit_and_on_a_wrong_spec() -> None:
 
 
 def test_named_configs_and_the_d3rlpy_config() -> None:
-    assert set(D3rlpyBCQ.configs) == {"pointgoal", "halfcheetah-vel-lite", "hopper-vel-lite", "halfcheetah-vel", "hopper-vel", "default"}
+    assert set(D3rlpyBCQ.configs) == {"pointgoal", "halfcheetah-vel-lite", "hopper-vel-lite", "halfcheetah-vel",
+                                      "hopper-vel", "default"}
     assert D3rlpyBCQ.configs["pointgoal"].steps == 3000
     assert D3rlpyBCQ.configs["halfcheetah-vel-lite"].steps == D3rlpyBCQ.configs["hopper-vel-lite"].steps == 20_000
     c = BCQBaselineConfig()
@@ -137,7 +141,9 @@ def test_named_configs_and_the_d3rlpy_config() -> None:
     assert d.actor_encoder_factory.hidden_units == [400, 300]
     assert d.critic_encoder_factory.hidden_units == [400, 300]
     assert d.imitator_encoder_factory.hidden_units == [750, 750]
-    assert (d.actor_learning_rate, d.critic_learning_rate, d.batch_size, d.n_action_samples, d.lam) == (3e-4, 3e-4, 100, 10, 0.75)
+    got = (d.actor_learning_rate, d.critic_learning_rate, d.batch_size, d.n_action_samples, d.lam)
+    assert got == (3e-4, 3e-4, 100, 10, 0.75)
+    assert (d.action_flexibility, d.beta, d.rl_start_step, d.n_critics) == (0.05, 0.5, 0, 2)
 
 
 def test_every_config_field_has_a_docstring() -> None:
@@ -147,5 +153,6 @@ def test_every_config_field_has_a_docstring() -> None:
     tree = ast.parse(inspect.getsource(BCQBaselineConfig))
     body = tree.body[0].body
     documented = {stmt.target.id for stmt, nxt in zip(body, body[1:])
-                  if isinstance(stmt, ast.AnnAssign) and isinstance(nxt, ast.Expr) and isinstance(nxt.value, ast.Constant)}
+                  if isinstance(stmt, ast.AnnAssign) and isinstance(nxt, ast.Expr)
+                  and isinstance(nxt.value, ast.Constant)}
     assert documented == {f.name for f in dataclasses.fields(BCQBaselineConfig)}

@@ -1,4 +1,4 @@
-"""Every config dataclass checks its fields' types and ranges when it is built, with one line naming field, value and range."""
+"""Every config dataclass checks its fields' types and ranges when it is built: one line names field, value, range."""
 from __future__ import annotations
 
 import dataclasses

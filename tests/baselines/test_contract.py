@@ -28,22 +28,23 @@ from bmrl_bench.errors import AlgorithmContractError, CheckpointError
 from ..conftest import TINY as TINY_SUITE
 from .contract import check_algorithm_contract
 
-_TIME_NETS = {"phase1_steps": 10, "phase2_steps": 10, "batch_size": 16, "phase1_batch_size": 16, "phase1_hidden": (16, 16),
-              "f_hidden": (16,), "e_hidden": (16,), "e_out": 8, "p_hidden": (8,), "q_hidden": (16, 16), "embedding_dim": 4,
-              "log_every": 5}
+_TIME_NETS = {"phase1_steps": 10, "phase2_steps": 10, "batch_size": 16, "phase1_batch_size": 16,
+              "phase1_hidden": (16, 16), "f_hidden": (16,), "e_hidden": (16,), "e_out": 8, "p_hidden": (8,),
+              "q_hidden": (16, 16), "embedding_dim": 4, "log_every": 5}
 TINY: dict[str, list[dict[str, Any]]] = {
     "random": [{}],
     "oracle": [{}],
     "batch-sac": [{"steps": 20, "batch_size": 16, "hidden": (16, 16), "log_every": 10}],
     "bcq": [{"steps": 20, "batch_size": 16, "n_action_samples": 4, "critic_hidden": (16, 16), "actor_hidden": (16, 16),
              "vae_hidden": (16, 16), "log_every": 10}],
-    "pearl": [{"steps": 6, "batch_size": 16, "meta_batch": 2, "context_size": 4, "latent_dim": 3, "encoder_hidden": (16, 16),
-               "hidden": (16, 16), "max_context": 50, "log_every": 3}],
+    "pearl": [{"steps": 6, "batch_size": 16, "meta_batch": 2, "context_size": 4, "latent_dim": 3,
+               "encoder_hidden": (16, 16), "hidden": (16, 16), "max_context": 50, "log_every": 3}],
     "time": [{**_TIME_NETS, "phase1": "sac", "shooting_actions": 10},
              {**_TIME_NETS, "phase1": "bcq", "phase1_vae_hidden": (16, 16), "g_hidden": (16,), "xi_hidden": (16,),
               "bcq_candidates": 5}],
 }
-CASES = [pytest.param(name, i, id=f"{name}-{i}") for name in available_algorithms() for i in range(len(TINY.get(name, [{}])))]
+CASES = [pytest.param(name, i, id=f"{name}-{i}")
+         for name in available_algorithms() for i in range(len(TINY.get(name, [{}])))]
 
 
 def test_every_registered_algorithm_has_tiny_overrides_and_oracle_and_random_are_among_them() -> None:

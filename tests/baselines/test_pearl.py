@@ -16,7 +16,8 @@ TINY = PearlConfig(steps=6, batch_size=16, meta_batch=2, context_size=4, latent_
                    hidden=(16, 16), max_context=50, log_every=3)
 
 
-def two_task_batch(n: int = 200, seed: int = 0, terminal: bool = False, obs_dim: int = OBS, scale: float = 1.0) -> Batch:
+def two_task_batch(n: int = 200, seed: int = 0, terminal: bool = False, obs_dim: int = OBS,
+                   scale: float = 1.0) -> Batch:
     """The same (s, a, s') in both tasks; reward +1 in task 0 and -1 in task 1. s ~ N(0, scale^2)."""
     rng = np.random.default_rng(seed)
     s = (scale * rng.standard_normal((n, obs_dim))).astype(np.float32)
@@ -52,7 +53,8 @@ def rollout(agent, steps: int = 5, seed: int = 3) -> np.ndarray:
     return np.stack(actions)
 
 
-# ----------------------------------------------------------------------------- fit, log, context (the shared contract: test_contract.py)
+# ----------------------------------------------------------------------------- fit, log, context
+# (the shared contract, save/load included, is test_contract.py)
 def test_fit_logs_tunes_alpha_and_the_context_moves_the_action(tmp_path: Path) -> None:
     assert get_algorithm("pearl") is Pearl
     assert Pearl.name == "pearl" and Pearl.config_cls is PearlConfig
@@ -92,7 +94,8 @@ def test_empty_context_uses_the_prior_mean_and_context_is_capped() -> None:
     np.testing.assert_allclose(agent.act(obs), expected, rtol=0, atol=1e-7)
 
     rng = np.random.default_rng(0)
-    rows = [(rng.normal(size=OBS), rng.uniform(-1, 1, ACT), float(rng.normal()), rng.normal(size=OBS)) for _ in range(5)]
+    rows = [(rng.normal(size=OBS), rng.uniform(-1, 1, ACT), float(rng.normal()), rng.normal(size=OBS))
+            for _ in range(5)]
     for i, r in enumerate(rows):  # encoded in three rounds, so the ring of 3 wraps around
         agent.observe(*r, False)
         if i in (1, 3):

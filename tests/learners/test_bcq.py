@@ -191,7 +191,8 @@ def test_shapes_bounds_and_latent_dim() -> None:
     K, o, a, B = 2, 5, 3, 7
     bcq = BatchedBCQ(K, o, a, SMALL, seed=0)
     assert bcq.latent_dim == 2 * a
-    assert BatchedBCQ(1, o, a, BCQConfig(actor_hidden=(8,), critic_hidden=(8,), vae_hidden=(8,), latent_dim=3)).latent_dim == 3
+    small = BCQConfig(actor_hidden=(8,), critic_hidden=(8,), vae_hidden=(8,), latent_dim=3)
+    assert BatchedBCQ(1, o, a, small).latent_dim == 3
     metrics = bcq.update(_batch(K, B, o, a, seed=0, dtype=torch.float32))
     assert set(metrics) == {"vae_loss", "critic_loss", "actor_loss", "q_mean", "target_q_mean"}
     assert all(isinstance(v, float) and np.isfinite(v) for v in metrics.values())

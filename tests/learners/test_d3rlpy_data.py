@@ -41,7 +41,8 @@ def d3rlpy_transitions(dataset) -> list[tuple[np.ndarray, np.ndarray, float, np.
     for ep in dataset.episodes:
         for i in range(ep.transition_count):
             terminal = ep.terminated and i == ep.size() - 1
-            out.append((ep.observations[i], ep.actions[i], float(ep.rewards[i, 0]), None if terminal else ep.observations[i + 1]))
+            nxt = None if terminal else ep.observations[i + 1]
+            out.append((ep.observations[i], ep.actions[i], float(ep.rewards[i, 0]), nxt))
     return out
 
 
@@ -149,7 +150,8 @@ def test_unflagged_discontinuity_splits_the_episode() -> None:
 def test_arrays_layout_and_dtypes() -> None:
     batch = make_batch([2, 2], ["terminal", "timeout"])
     arrays = mdp_arrays(batch)
-    assert arrays["observations"].shape == (5, 3) and arrays["actions"].shape == (5, 2) and arrays["rewards"].shape == (5, 1)
+    assert arrays["observations"].shape == (5, 3) and arrays["actions"].shape == (5, 2)
+    assert arrays["rewards"].shape == (5, 1)
     assert all(a.dtype == np.float32 for a in arrays.values())
     np.testing.assert_array_equal(arrays["terminals"], [0, 1, 0, 0, 0])
     np.testing.assert_array_equal(arrays["timeouts"], [0, 0, 0, 0, 1])

@@ -93,7 +93,8 @@ def test_gemm_friendly_mlp_is_the_same_function_with_the_same_gradients(hidden: 
     fast = BatchedMLP(2, 7, hidden, out, dtype=torch.float64, gemm_friendly=True)
     fast.load_state_dict(plain.state_dict())
     sd = fast.state_dict()
-    assert {n: t.shape for n, t in sd.items()} == {n: p.shape for n, p in plain.named_parameters()}  # padding is internal
+    # padding is internal
+    assert {n: t.shape for n, t in sd.items()} == {n: p.shape for n, p in plain.named_parameters()}
     for n, t in plain.state_dict().items():
         assert torch.equal(sd[n], t)
     x = torch.randn(2, 9, 7, dtype=torch.float64, requires_grad=True)

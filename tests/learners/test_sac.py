@@ -16,7 +16,9 @@ from bmrl_bench.learners.sac import BatchedReplay, BatchedSAC, SACConfig, load_m
 F64 = torch.float64
 
 
-def random_batch(k: int, b: int, o: int, a: int, g: torch.Generator, dtype: torch.dtype = F64) -> dict[str, torch.Tensor]:
+def random_batch(
+    k: int, b: int, o: int, a: int, g: torch.Generator, dtype: torch.dtype = F64
+) -> dict[str, torch.Tensor]:
     return {
         "observations": torch.randn(k, b, o, generator=g, dtype=dtype),
         "actions": torch.rand(k, b, a, generator=g, dtype=dtype) * 2 - 1,
@@ -47,7 +49,8 @@ def test_batched_update_equals_separate_updates() -> None:
         noise = {"target": torch.randn(k, b, a, generator=g, dtype=F64),
                  "policy": torch.randn(k, b, a, generator=g, dtype=F64)}
         m = batched.update(batch, noise=noise)
-        ms = [s.update(member(batch, i), noise={n: t[i : i + 1] for n, t in noise.items()}) for i, s in enumerate(singles)]
+        ms = [s.update(member(batch, i), noise={n: t[i : i + 1] for n, t in noise.items()})
+              for i, s in enumerate(singles)]
         for name in m:
             assert m[name] == pytest.approx(float(np.mean([x[name] for x in ms])), rel=1e-9, abs=1e-12)
     after = batched.state_dict()
@@ -101,12 +104,14 @@ class _ReferenceSAC:
         return act, logp
 
     def update(self, batch: dict[str, torch.Tensor], eps_target: torch.Tensor, eps_policy: torch.Tensor) -> None:
-        s, act, r, s2, d = (batch[n][0] for n in ("observations", "actions", "rewards", "next_observations", "terminals"))
+        keys = ("observations", "actions", "rewards", "next_observations", "terminals")
+        s, act, r, s2, d = (batch[n][0] for n in keys)
         alpha = self.log_alpha.exp().item()
         with torch.no_grad():
             a2, logp2 = self.sample(s2, eps_target[0])
             sa2 = torch.cat([s2, a2], -1)
-            y = r + self.cfg.gamma * (1 - d) * (torch.min(self.q_targ[0](sa2), self.q_targ[1](sa2))[:, 0] - alpha * logp2)
+            q_next = torch.min(self.q_targ[0](sa2), self.q_targ[1](sa2))[:, 0]
+            y = r + self.cfg.gamma * (1 - d) * (q_next - alpha * logp2)
         sa = torch.cat([s, act], -1)
         q_loss = sum(nn.functional.mse_loss(q(sa)[:, 0], y) for q in self.q)
         pi, logp = self.sample(s, eps_policy[0])
