@@ -313,6 +313,14 @@ class TiMe(ModuleAlgorithm):
 
         atomic_write_bytes(path, save({k: v.contiguous() for k, v in learner.state_dict().items()}))
 
+    def phase1_generator(self) -> torch.Generator:
+        """The random stream of phase 1's minibatches."""
+        return torch.Generator(device=self.device).manual_seed(self.seed)
+
+    def phase1_update(self, learner: Any, sampler: TaskSampler, gen: torch.Generator) -> dict[str, float]:
+        """One update of every phase-1 learner, each on a minibatch of its own task."""
+        return learner.update(sampler.gather(sampler.indices((self.config.phase1_batch_size,), gen)))
+
     def train_phase1(self, data: MetaTrainData, sampler: TaskSampler, log: LogFn) -> Any:
         from safetensors.torch import load_file
 
@@ -322,10 +330,10 @@ class TiMe(ModuleAlgorithm):
             learner.load_state_dict(load_file(str(path)))
             log(f"phase 1 ({self.config.phase1} x{data.num_tasks}, cached)", 1, 1, {})
             return learner
-        gen = torch.Generator(device=self.device).manual_seed(self.seed)
+        gen = self.phase1_generator()
         total = self.config.phase1_steps
         for step in range(1, total + 1):
-            metrics = learner.update(sampler.gather(sampler.indices((self.config.phase1_batch_size,), gen)))
+            metrics = self.phase1_update(learner, sampler, gen)
             if step % self.config.log_every == 0 or step == total:
                 log(f"phase 1 ({self.config.phase1} x{data.num_tasks})", step, total, metrics)
         self.save_phase1(learner, path)

@@ -95,7 +95,7 @@ def main() -> None:
     algo = TiMe(dataclasses.replace(base, phase1_steps=checkpoints[-1]), spec_of(suite), args.seed)
     sampler = TaskSampler(data.batch, data.num_tasks, "cpu")
     learner = algo._phase1_learner(data.num_tasks)
-    gen = torch.Generator().manual_seed(args.seed)  # the same stream as TiMe.train_phase1
+    gen = algo.phase1_generator()  # the same stream and updates as TiMe.train_phase1
 
     train, test = suite.train_tasks, suite.test_tasks
     params = np.array([t.param for t in train])
@@ -121,7 +121,7 @@ def main() -> None:
         if n <= last_new:
             t0 = time.perf_counter()
             while step < n:
-                learner.update(sampler.gather(sampler.indices((base.phase1_batch_size,), gen)))
+                algo.phase1_update(learner, sampler, gen)
                 step += 1
             train_s += time.perf_counter() - t0
             if not path.exists():
