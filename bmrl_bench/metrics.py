@@ -48,11 +48,13 @@ def _as_scores(scores: np.ndarray, name: str = "scores") -> np.ndarray:
     except (TypeError, ValueError) as exc:
         raise MetricsError(f"{name} must be a numeric array of shape (num_runs, num_tasks): {exc}") from None
     if arr.ndim != 2:
-        raise MetricsError(f"{name} must be 2-D (num_runs, num_tasks), got shape {arr.shape}; use scores[None, :] for one run")
+        raise MetricsError(f"{name} must be 2-D (num_runs, num_tasks), got shape {arr.shape}; use scores[None, :] for "
+                           "one run")
     if arr.size == 0:
         raise MetricsError(f"{name} must have at least one run and one task, got shape {arr.shape}")
     if not np.all(np.isfinite(arr)):
-        raise MetricsError(f"{name} contains NaN or inf ({int(np.sum(~np.isfinite(arr)))} values); fix the returns before aggregating")
+        raise MetricsError(f"{name} contains NaN or inf ({int(np.sum(~np.isfinite(arr)))} values); fix the returns "
+                           "before aggregating")
     return arr
 
 
@@ -80,12 +82,14 @@ def normalize(returns: np.ndarray, ref_min: np.ndarray | float, ref_max: np.ndar
         if not np.all(np.isfinite(arr)):
             raise MetricsError(f"{name} contains NaN or inf; normalization needs finite values")
     if lo.ndim > 1 or hi.ndim > 1:
-        raise MetricsError(f"ref_min / ref_max must be scalars or (num_tasks,) arrays, got shapes {lo.shape} and {hi.shape}")
+        raise MetricsError(f"ref_min / ref_max must be scalars or (num_tasks,) arrays, got shapes {lo.shape} and "
+                           f"{hi.shape}")
     try:
         shape = np.broadcast_shapes(ret.shape, lo.shape, hi.shape)
     except ValueError:
         raise MetricsError(
-            f"ref_min {lo.shape} / ref_max {hi.shape} do not match the task axis of returns {ret.shape}; pass one value per task"
+            f"ref_min {lo.shape} / ref_max {hi.shape} do not match the task axis of returns {ret.shape}; pass one "
+            "value per task"
         ) from None
     # A zero or negative range would silently flip or blow up every score.
     bad = np.broadcast_to(hi <= lo, np.broadcast_shapes(lo.shape, hi.shape))

@@ -291,8 +291,8 @@ class ResultsFile(_Model):
                 raise ValueError(f"returns.{k}: a second entry for seed {run.seed}, task {run.task_index}")
             if len(run.episode_returns) != self.episodes_per_task:
                 raise ValueError(
-                    f"returns.{k}: seed {run.seed}, task {run.task_index} has {len(run.episode_returns)} episode returns"
-                    f" but episodes_per_task is {self.episodes_per_task}; every run needs the same episode count"
+                    f"returns.{k}: seed {run.seed}, task {run.task_index} has {len(run.episode_returns)} episode "
+                    f"returns but episodes_per_task is {self.episodes_per_task}; every run needs the same episode count"
                 )
             by_task[run.task_index].add(run.seed)
         for task, got in by_task.items():
@@ -361,7 +361,8 @@ def load_results(path: Path) -> ResultsFile:
     except UnicodeDecodeError:
         raise SubmissionError(f"{path}: results file is not UTF-8 text; regenerate it with `bmrl-bench eval`") from None
     except RecursionError:
-        raise SubmissionError(f"{path}: results file is nested too deeply; regenerate it with `bmrl-bench eval`") from None
+        raise SubmissionError(
+            f"{path}: results file is nested too deeply; regenerate it with `bmrl-bench eval`") from None
     except ValueError as e:  # JSONDecodeError, or an integer with too many digits
         raise SubmissionError(
             f"{path}: results file is not valid JSON ({_one_line(str(e))}); regenerate it with `bmrl-bench eval`"

@@ -91,11 +91,13 @@ def test_honest_checkpoints_are_verified(tiny_suite: Path, honest: tuple[Path, P
     text = (record_dir / RECORD).read_text()
     first = record["returns"][0]["episode_returns"][0]
     (record_dir / RECORD).write_text(text.replace(repr(first), repr(first + 1.0), 1))
-    with pytest.raises(SubmissionError, match=r"verification.json: the record's returns disagree with the submission at seed"):
+    disagree = r"verification.json: the record's returns disagree with the submission at seed"
+    with pytest.raises(SubmissionError, match=disagree):
         render(board, suite_reference)
     (record_dir / RECORD).write_text(text)
     (record_dir / f"batch-sac-{TINY}-seed1" / "weights.safetensors").write_bytes(b"swapped")
-    with pytest.raises(SubmissionError, match=r"checkpoint file batch-sac-tiny-pointgoal-seed1/weights.safetensors is missing or altered"):
+    altered = r"checkpoint file batch-sac-tiny-pointgoal-seed1/weights.safetensors is missing or altered"
+    with pytest.raises(SubmissionError, match=altered):
         render(board, suite_reference)
 
 

@@ -82,7 +82,8 @@ def make_results(
             returns.append({"seed": s, "task_index": t, "episode_returns": [m - spread, m + spread]})
     return {
         "schema_version": 1,
-        "algorithm": {"name": algorithm, "config_name": "default", "config": config or {"hidden": [64, 64], "lr": 0.001}},
+        "algorithm": {"name": algorithm, "config_name": "default",
+                      "config": config or {"hidden": [64, 64], "lr": 0.001}},
         "suite": {
             "name": SUITE,
             "version": VERSION,
@@ -168,8 +169,10 @@ def test_normalization_comes_from_the_reference_not_the_file(tmp_path: Path) -> 
     """Changing the board's reference ranges changes the scores of the same file."""
     def shifted(name: str, version: int) -> SuiteReference:
         ref = published(name, version)
-        tasks = [ReferenceTask(t.task_index, t.dataset_id, t.param, t.ref_min, 2 * t.ref_max - t.ref_min) for t in ref.test_tasks]
-        return SuiteReference(ref.name, ref.version, tasks, ref.published_checksums, ref.local_checksums, ref.protocol_constants)
+        tasks = [ReferenceTask(t.task_index, t.dataset_id, t.param, t.ref_min, 2 * t.ref_max - t.ref_min)
+                 for t in ref.test_tasks]
+        return SuiteReference(ref.name, ref.version, tasks, ref.published_checksums, ref.local_checksums,
+                              ref.protocol_constants)
 
     entry = submit(write_json(tmp_path / "a.json", make_results()), tmp_path / "board", shifted)
     assert entry.aggregates["iqm"][0] == pytest.approx(IQM_A / 2)
@@ -210,7 +213,8 @@ def test_local_build_is_accepted_and_marked(tmp_path: Path) -> None:
     page = (board / "index.html").read_text()
     assert '<table id="table-tiny-lb-zero-shot-local-build" class="sortable local">' in page
     assert "algo-local (default) · zero-shot · LOCAL-BUILD · self-reported" in page  # plot label
-    assert [e.data for e in sorted(load_board(board, published), key=lambda e: e.algorithm)] == ["reference", "local-build"]
+    by_name = sorted(load_board(board, published), key=lambda e: e.algorithm)
+    assert [e.data for e in by_name] == ["reference", "local-build"]
 
 
 def test_duplicate_order_and_metadata_do_not_matter_for_the_hash() -> None:
@@ -229,7 +233,8 @@ def test_duplicate_order_and_metadata_do_not_matter_for_the_hash() -> None:
 
 
 def _task_4(d: dict[str, Any]) -> None:
-    d["suite"]["datasets"].append({"task_index": 4, "dataset_id": did(4), "split": "test", "param": 90.0, "checksum": sha("published-4")})
+    d["suite"]["datasets"].append(
+        {"task_index": 4, "dataset_id": did(4), "split": "test", "param": 90.0, "checksum": sha("published-4")})
     d["returns"] += [{"seed": s, "task_index": 4, "episode_returns": [1.0, 2.0]} for s in d["seeds"]]
 
 
@@ -272,58 +277,66 @@ def _set(*keys: Any, value: Any) -> Callable[[dict[str, Any]], None]:
 SRC = "<src>"  # replaced by the submitted file's path
 REFUSALS: list[tuple[str, Callable[[dict[str, Any]], None], str]] = [
     ("schema-wrong-type", _set("episodes_per_task", value="2"),
-     f"{SRC}: invalid results file: episodes_per_task: Input should be a valid integer; regenerate it with `bmrl-bench eval`"),
+     f"{SRC}: invalid results file: episodes_per_task: Input should be a valid integer; regenerate it with `bmrl-bench "
+     "eval`"),
     ("schema-unknown-version", _set("schema_version", value=2),
      f"{SRC}: schema version 2 is not supported (this bmrl-bench reads 1); upgrade bmrl-bench or re-run eval"),
     ("schema-extra-field", _set("algorithm", "score", value=99.0),
-     f"{SRC}: invalid results file: algorithm.score: Extra inputs are not permitted; regenerate it with `bmrl-bench eval`"),
+     f"{SRC}: invalid results file: algorithm.score: Extra inputs are not permitted; regenerate it with `bmrl-bench "
+     "eval`"),
     ("test-task-missing", _drop_task_3,
      f"{SRC}: test task 03 ({did(3)}) is missing; the leaderboard needs returns on every test task of suite tiny-lb v1:"
      " re-run eval on the whole suite"),
     ("unknown-task", _task_4,
-     f"{SRC}: task 04 ({did(4)}) is not a test task of suite tiny-lb v1 (test tasks: 02, 03); re-run eval on the published suite"),
+     f"{SRC}: task 04 ({did(4)}) is not a test task of suite tiny-lb v1 (test tasks: 02, 03); re-run eval on the "
+     "published suite"),
     ("train-task-as-test", _set("suite", "datasets", 1, "split", value="test"),
-     f"{SRC}: invalid results file: returns for test task 1 cover seeds [] but seeds lists [0, 1, 2, 3]; every test task"
-     " needs returns from every seed; regenerate it with `bmrl-bench eval`"),
+     f"{SRC}: invalid results file: returns for test task 1 cover seeds [] but seeds lists [0, 1, 2, 3]; every test "
+     "task needs returns from every seed; regenerate it with `bmrl-bench eval`"),
     ("param-differs", _set("suite", "datasets", 2, "param", value=50.0),
      f"{SRC}: test task 02 has param 50 but the suite's is 45; re-run eval on the published suite"),
     ("too-few-seeds", _two_seeds,
      f"{SRC}: 2 seed(s) [0, 1], but the leaderboard needs at least 3; re-run eval with --seeds 0-2 or more"),
     ("seed-sets-differ", _seed_sets_differ,
-     f"{SRC}: invalid results file: returns for test task 3 cover seeds [0, 2, 3] but seeds lists [0, 1, 2, 3]; every test"
-     " task needs returns from every seed; regenerate it with `bmrl-bench eval`"),
+     f"{SRC}: invalid results file: returns for test task 3 cover seeds [0, 2, 3] but seeds lists [0, 1, 2, 3]; every "
+     "test task needs returns from every seed; regenerate it with `bmrl-bench eval`"),
     ("episode-count-differs", lambda d: d["returns"][6]["episode_returns"].append(1.0),
-     f"{SRC}: invalid results file: returns.6: seed 2, task 3 has 3 episode returns but episodes_per_task is 2; every run"
-     " needs the same episode count; regenerate it with `bmrl-bench eval`"),
+     f"{SRC}: invalid results file: returns.6: seed 2, task 3 has 3 episode returns but episodes_per_task is 2; every "
+     "run needs the same episode count; regenerate it with `bmrl-bench eval`"),
     ("nan", _nan,
-     f"{SRC}: invalid results file: returns.5.episode_returns: episode_returns must be finite numbers, got nan at position 0;"
-     " regenerate it with `bmrl-bench eval`"),
+     f"{SRC}: invalid results file: returns.5.episode_returns: episode_returns must be finite numbers, got nan at "
+     "position 0; regenerate it with `bmrl-bench eval`"),
     ("inf", _inf,
-     f"{SRC}: invalid results file: returns.2.episode_returns: episode_returns must be finite numbers, got inf at position 1;"
-     " regenerate it with `bmrl-bench eval`"),
+     f"{SRC}: invalid results file: returns.2.episode_returns: episode_returns must be finite numbers, got inf at "
+     "position 1; regenerate it with `bmrl-bench eval`"),
     ("checksum-unknown", _set("suite", "datasets", 3, "checksum", value=sha("tampered")),
-     f"{SRC}: dataset {did(3)} has checksum {sha('tampered')[:12]}..., which matches neither a published build nor the local"
-     " build of suite tiny-lb v1; rebuild it with `bmrl-bench datasets build tiny-lb` (or get the published datasets) and re-run eval"),
+     f"{SRC}: dataset {did(3)} has checksum {sha('tampered')[:12]}..., which matches neither a published build nor the "
+     "local build of suite tiny-lb v1; rebuild it with `bmrl-bench datasets build tiny-lb` (or get the published"
+     " datasets) and re-run eval"),
     ("train-checksum-unknown", _set("suite", "datasets", 0, "checksum", value=sha("tampered")),
-     f"{SRC}: dataset {did(0)} has checksum {sha('tampered')[:12]}..., which matches neither a published build nor the local"
-     " build of suite tiny-lb v1; rebuild it with `bmrl-bench datasets build tiny-lb` (or get the published datasets) and re-run eval"),
+     f"{SRC}: dataset {did(0)} has checksum {sha('tampered')[:12]}..., which matches neither a published build nor the "
+     "local build of suite tiny-lb v1; rebuild it with `bmrl-bench datasets build tiny-lb` (or get the published"
+     " datasets) and re-run eval"),
     ("train-dataset-missing", lambda d: d["suite"]["datasets"].pop(0),
      f"{SRC}: suite.datasets lacks {did(0)}; the leaderboard checks every dataset of suite tiny-lb v1: re-run eval"),
     ("protocol-unknown", _set("protocol", "name", value="few-shot"),
      f"{SRC}: protocol 'few-shot' is not a protocol of suite tiny-lb v1 (known: offline-context, zero-shot);"
      " re-run eval with --protocol set to one of them"),
     ("protocol-version", _set("protocol", "version", value=2),
-     f"{SRC}: protocol 'zero-shot' is v2 in the file but v1 on the leaderboard; re-run eval with the current bmrl-bench"),
+     f"{SRC}: protocol 'zero-shot' is v2 in the file but v1 on the leaderboard; re-run eval with the current"
+     " bmrl-bench"),
     ("protocol-constants-extra", _set("protocol", "constants", value={"context_transitions": 10}),
-     f"{SRC}: protocol 'zero-shot' v1 constant 'context_transitions' is 10 but the suite's protocol has no such constant;"
-     " re-run eval without changing the protocol"),
+     f"{SRC}: protocol 'zero-shot' v1 constant 'context_transitions' is 10 but the suite's protocol has no such "
+     "constant; re-run eval without changing the protocol"),
     ("protocol-constants-missing", _set("protocol", value={"name": "offline-context", "version": 1, "constants": {}}),
      f"{SRC}: protocol 'offline-context' v1 constant 'context_transitions' is missing but the suite's is 200;"
      " re-run eval without changing the protocol"),
-    ("protocol-constants-differ", _set("protocol", value={"name": "offline-context", "version": 1, "constants": {"context_transitions": 100}}),
+    ("protocol-constants-differ",
+     _set("protocol", value={"name": "offline-context", "version": 1, "constants": {"context_transitions": 100}}),
      f"{SRC}: protocol 'offline-context' v1 constant 'context_transitions' is 100 but the suite's is 200;"
      " re-run eval without changing the protocol"),
-    ("protocol-constant-type", _set("protocol", value={"name": "offline-context", "version": 1, "constants": {"context_transitions": "200"}}),
+    ("protocol-constant-type",
+     _set("protocol", value={"name": "offline-context", "version": 1, "constants": {"context_transitions": "200"}}),
      f"{SRC}: protocol 'offline-context' v1 constant 'context_transitions' is '200' but the suite's is 200;"
      " re-run eval without changing the protocol"),
     ("suite-unknown", _other_suite,
@@ -332,7 +345,8 @@ REFUSALS: list[tuple[str, Callable[[dict[str, Any]], None], str]] = [
      f"{SRC}: invalid results file: algorithm.name: String should match pattern '^[a-z0-9][a-z0-9_.-]{{0,63}}$';"
      " regenerate it with `bmrl-bench eval`"),
     ("dotdot-algorithm", _set("algorithm", "name", value="a..b"),
-     f"{SRC}: invalid results file: algorithm.name: 'a..b' must not contain '..'; regenerate it with `bmrl-bench eval`"),
+     f"{SRC}: invalid results file: algorithm.name: 'a..b' must not contain '..'; regenerate it with"
+     " `bmrl-bench eval`"),
     ("huge-returns", lambda d: d["returns"][0].__setitem__("episode_returns", [1.0] * 50_000),
      f"{SRC}: invalid results file: returns.0.episode_returns: List should have at most 10000 items after validation,"
      " not 50000; regenerate it with `bmrl-bench eval`"),
@@ -399,7 +413,8 @@ def test_too_many_run_entries_are_refused(board: Path, tmp_path: Path) -> None:
     data["returns"] = [{"seed": 0, "task_index": 2, "episode_returns": [0.0]}] * 1001
     path = write_json(tmp_path / "many.json", data)
     before = tree_digest(board)
-    with pytest.raises(SubmissionError, match=r"returns: List should have at most 1000 items after validation, not 1001"):
+    expected = r"returns: List should have at most 1000 items after validation, not 1001"
+    with pytest.raises(SubmissionError, match=expected):
         submit(path, board, published)
     assert tree_digest(board) == before
 
@@ -433,7 +448,8 @@ def test_readme_table_has_the_expected_numbers(tmp_path: Path) -> None:
     lo, hi = stratified_bootstrap_ci(SCORES_A, iqm, reps=2000, seed=0)
     mlo, mhi = stratified_bootstrap_ci(SCORES_A, mean, reps=2000, seed=0)
     digest = content_hash(parse_results(make_results("algo-a")))
-    assert row == ["1", "algo-a", "default", "self-reported", f"0.450 [{lo:.3f}, {hi:.3f}]", f"0.500 [{mlo:.3f}, {mhi:.3f}]",
+    assert row == ["1", "algo-a", "default", "self-reported", f"0.450 [{lo:.3f}, {hi:.3f}]",
+                   f"0.500 [{mlo:.3f}, {mhi:.3f}]",
                    "0.250", "0.750", "4", "—", "2024-05-01", "abcdef1",
                    f"[json](submissions/{SUITE}/zero-shot/algo-a-{digest[:16]}.json)"]
     assert "## tiny-lb v1 · replay tier · zero-shot v1 · reference data" in readme
@@ -505,5 +521,6 @@ def test_render_refuses_an_edited_submission(tmp_path: Path) -> None:
     stored = json.loads(entry.path.read_text())
     stored["returns"][0]["episode_returns"] = [1000.0, 1000.0]
     entry.path.write_text(json.dumps(stored))
-    with pytest.raises(SubmissionError, match=r"the file does not match its content \(it should be submissions/tiny-lb/zero-shot/algo-a-"):
+    expected = r"the file does not match its content \(it should be submissions/tiny-lb/zero-shot/algo-a-"
+    with pytest.raises(SubmissionError, match=expected):
         render(board, published)

@@ -86,10 +86,11 @@ def board_with_entries(tmp_path: Path) -> tuple[Path, dict[str, Entry]]:
     (folder / "alpha-net-page-suite-seed0").mkdir(parents=True)
     (folder / "alpha-net-page-suite-seed0" / "weights.safetensors").write_bytes(weights)
     record = VerificationRecord(
-        format=1, entry=alpha.entry_id, content_hash=alpha.content_hash, family=None, tolerance_abs=0.0, tolerance_rel=0.0,
+        format=1, entry=alpha.entry_id, content_hash=alpha.content_hash, family=None,
+        tolerance_abs=0.0, tolerance_rel=0.0,
         max_abs_diff=0.0, returns=list(load_results(alpha.path).returns),
-        checkpoints=[{"path": "alpha-net-page-suite-seed0/weights.safetensors", "sha256": hashlib.sha256(weights).hexdigest(),
-                      "bytes": len(weights)}],
+        checkpoints=[{"path": "alpha-net-page-suite-seed0/weights.safetensors",
+                      "sha256": hashlib.sha256(weights).hexdigest(), "bytes": len(weights)}],
         checkpoints_stored=True, wall_time_s=1.5, code={"package_version": "0.1.0", "git_commit": None, "dirty": False},
         platform="Linux", verified_at="2024-07-01T00:00:00+00:00",
     )
@@ -98,7 +99,8 @@ def board_with_entries(tmp_path: Path) -> tuple[Path, dict[str, Entry]]:
     return board, entries
 
 
-@pytest.mark.skipif(chromium() is None, reason="headless Chromium not installed (no `chromium` or `chromium-browser` on PATH)")
+@pytest.mark.skipif(chromium() is None, reason="headless Chromium not installed (no `chromium` or `chromium-browser` "
+                                               "on PATH)")
 def test_index_html_in_headless_chromium(tmp_path: Path) -> None:
     board, entries = board_with_entries(tmp_path)
     assert entries["alpha-net"].iqm[0] == pytest.approx(0.55)
@@ -147,7 +149,8 @@ class Browser:
                     raise
                 time.sleep(0.1)
         args = ["--headless=new", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
-                "--disable-component-update", "--disable-sync", "--no-first-run", f"--user-data-dir={tmp_path / 'wd-profile'}",
+                "--disable-component-update", "--disable-sync", "--no-first-run",
+                f"--user-data-dir={tmp_path / 'wd-profile'}",
                 f"--window-size={width},{height}"]
         caps = {"capabilities": {"alwaysMatch": {"browserName": "chrome",
                                                  "goog:chromeOptions": {"binary": chromium(), "args": args}}}}

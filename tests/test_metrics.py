@@ -1,6 +1,7 @@
 from __future__ import annotations
 
 import functools
+from collections.abc import Callable
 
 import numpy as np
 import pytest
@@ -152,7 +153,8 @@ def test_bootstrap_ci_contains_point_and_is_deterministic() -> None:
         lo, hi = stratified_bootstrap_ci(scores, fn, reps=REPS, seed=3)
         assert lo < fn(scores) < hi
         assert stratified_bootstrap_ci(scores, fn, reps=REPS, seed=3) == (lo, hi)
-    assert stratified_bootstrap_ci(scores, iqm, reps=REPS, seed=4) != stratified_bootstrap_ci(scores, iqm, reps=REPS, seed=3)
+    other = stratified_bootstrap_ci(scores, iqm, reps=REPS, seed=3)
+    assert stratified_bootstrap_ci(scores, iqm, reps=REPS, seed=4) != other
 
 
 def test_bootstrap_ci_narrows_with_more_runs() -> None:
@@ -172,7 +174,10 @@ def test_fast_path_matches_generic_statistic() -> None:
     # The batched iqm/mean/median/gap must give what calling the function per replicate gives.
     scores = _noisy_scores(7)
     for fn in AGGREGATES.values():
-        wrapped = lambda s, fn=fn: fn(s)  # not in the fast-path table -> per-replicate loop
+
+        def wrapped(s: np.ndarray, fn: Callable[[np.ndarray], float] = fn) -> float:
+            return fn(s)  # not in the fast-path table -> per-replicate loop
+
         fast = stratified_bootstrap_ci(scores, fn, reps=REPS, seed=5)
         slow = stratified_bootstrap_ci(scores, wrapped, reps=REPS, seed=5)
         np.testing.assert_allclose(fast, slow, rtol=1e-12, atol=1e-12)

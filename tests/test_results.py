@@ -10,13 +10,16 @@ from typing import Any
 
 import numpy as np
 import pytest
+from pydantic import ValidationError
 
 from bmrl_bench.errors import BmrlError, SubmissionError
 from bmrl_bench.results import (
+    DEFAULT_TIER,
     MAX_FILE_BYTES,
     SCHEMA_VERSION,
     ResultsFile,
     canonical_json,
+    data_tier,
     load_results,
     meta_test_indices,
     normalized_scores,
@@ -51,7 +54,8 @@ def results_dict(seeds: tuple[int, ...] = (2, 0, 1), episodes: int = 2) -> dict[
     ]
     return {
         "schema_version": 1,
-        "algorithm": {"name": "batch-sac", "config_name": "pointgoal", "config": {"hidden": [64, 64], "lr": 3e-4, "tag": None}},
+        "algorithm": {"name": "batch-sac", "config_name": "pointgoal",
+                      "config": {"hidden": [64, 64], "lr": 3e-4, "tag": None}},
         "suite": {"name": SUITE, "version": VERSION, "datasets": datasets},
         "protocol": {"name": "zero-shot", "version": 1, "constants": {}},
         "seeds": list(seeds),
@@ -139,7 +143,8 @@ def test_unknown_schema_version_has_its_own_message(tmp_path: Path) -> None:
     data = results_dict()
     data["schema_version"] = 7
     msg = refused(tmp_path, data)
-    assert msg.endswith("schema version 7 is not supported (this bmrl-bench reads 1); upgrade bmrl-bench or re-run eval")
+    assert msg.endswith(
+        "schema version 7 is not supported (this bmrl-bench reads 1); upgrade bmrl-bench or re-run eval")
 
 
 @pytest.mark.parametrize(
@@ -150,22 +155,31 @@ def test_unknown_schema_version_has_its_own_message(tmp_path: Path) -> None:
         (lambda d: d.pop("seeds"), "invalid results file: seeds: Field required"),
         (lambda d: d.__setitem__("seeds", "0-2"), "seeds: Input should be a valid list"),
         (lambda d: d["returns"][0].__setitem__("seed", "0"), "returns.0.seed: Input should be a valid integer"),
-        (lambda d: d["returns"][0]["episode_returns"].__setitem__(0, "1.5"), "returns.0.episode_returns.0: Input should be a valid number"),
+        (lambda d: d["returns"][0]["episode_returns"].__setitem__(0, "1.5"),
+         "returns.0.episode_returns.0: Input should be a valid number"),
         (lambda d: d.__setitem__("episodes_per_task", True), "episodes_per_task: Input should be a valid integer"),
         (lambda d: d["code"].__setitem__("dirty", "no"), "code.dirty: Input should be a valid boolean"),
         (lambda d: d.__setitem__("created", "yesterday"), "created: Input should be a valid datetime"),
-        (lambda d: d["suite"]["datasets"][0].__setitem__("checksum", "abc"), "suite.datasets.0.checksum: String should match pattern"),
-        (lambda d: d["suite"]["datasets"][0].__setitem__("split", "val"), "suite.datasets.0.split: Input should be 'train' or 'test'"),
-        (lambda d: d["suite"]["datasets"][0].__setitem__("dataset_id", "bmrl/tiny-lb/task-00"), "suite.datasets.0.dataset_id: String should match pattern"),
-        (lambda d: d["suite"]["datasets"][0].__setitem__("dataset_id", "bmrl/other/task-00-v1"), "dataset_id bmrl/other/task-00-v1 is not a dataset of suite tiny-lb v1"),
-        (lambda d: d["suite"]["datasets"][0].__setitem__("dataset_id", did(1)), f"dataset_id {did(1)} does not belong to task_index 0"),
-        (lambda d: d["algorithm"]["config"].__setitem__("nested", {"a": 1}), "algorithm.config: config.nested values must be JSON scalars or lists of them"),
+        (lambda d: d["suite"]["datasets"][0].__setitem__("checksum", "abc"),
+         "suite.datasets.0.checksum: String should match pattern"),
+        (lambda d: d["suite"]["datasets"][0].__setitem__("split", "val"),
+         "suite.datasets.0.split: Input should be 'train' or 'test'"),
+        (lambda d: d["suite"]["datasets"][0].__setitem__("dataset_id", "bmrl/tiny-lb/task-00"),
+         "suite.datasets.0.dataset_id: String should match pattern"),
+        (lambda d: d["suite"]["datasets"][0].__setitem__("dataset_id", "bmrl/other/task-00-v1"),
+         "dataset_id bmrl/other/task-00-v1 is not a dataset of suite tiny-lb v1"),
+        (lambda d: d["suite"]["datasets"][0].__setitem__("dataset_id", did(1)),
+         f"dataset_id {did(1)} does not belong to task_index 0"),
+        (lambda d: d["algorithm"]["config"].__setitem__("nested", {"a": 1}),
+         "algorithm.config: config.nested values must be JSON scalars or lists of them"),
         (lambda d: d["seeds"].append(0), "seeds: seeds must be unique, [0] appear more than once"),
         (lambda d: d["returns"].pop(), "returns for test task 3 cover seeds [0, 2] but seeds lists [0, 1, 2]"),
-        (lambda d: d["returns"][0]["episode_returns"].pop(), "returns.0: seed 2, task 2 has 1 episode returns but episodes_per_task is 2"),
+        (lambda d: d["returns"][0]["episode_returns"].pop(),
+         "returns.0: seed 2, task 2 has 1 episode returns but episodes_per_task is 2"),
         (lambda d: d["returns"].append(copy.deepcopy(d["returns"][0])), "returns.6: a second entry for seed 2, task 2"),
         (lambda d: d["returns"][0].__setitem__("seed", 9), "returns.0: seed 9 is not listed in seeds"),
-        (lambda d: d["returns"][0].__setitem__("task_index", 0), "returns.0: task_index 0 is not a test task in suite.datasets"),
+        (lambda d: d["returns"][0].__setitem__("task_index", 0),
+         "returns.0: task_index 0 is not a test task in suite.datasets"),
     ],
 )
 def test_invalid_files_are_refused_with_the_field_named(tmp_path: Path, mutate: Any, expected: str) -> None:
@@ -183,11 +197,15 @@ def test_non_finite_numbers_are_refused_naming_the_field(tmp_path: Path, bad: fl
     msg = refused(tmp_path, data)
     assert f"returns.1.episode_returns: episode_returns must be finite numbers, got {bad} at position 1" in msg
     for where, mutate in [
-        ("suite.datasets.2.param: param must be a finite number", lambda d: d["suite"]["datasets"][2].__setitem__("param", bad)),
+        ("suite.datasets.2.param: param must be a finite number",
+         lambda d: d["suite"]["datasets"][2].__setitem__("param", bad)),
         ("wall_time_s: wall_time_s.fit must be a finite number", lambda d: d["wall_time_s"].__setitem__("fit", bad)),
-        ("algorithm.config: config.lr must be a finite number", lambda d: d["algorithm"]["config"].__setitem__("lr", bad)),
-        ("protocol.constants: constants.k must be a finite number", lambda d: d["protocol"]["constants"].__setitem__("k", bad)),
-        ("aggregates: aggregates.iqm must be a finite number", lambda d: d.__setitem__("aggregates", {"iqm": [bad, 0.0, 1.0]})),
+        ("algorithm.config: config.lr must be a finite number",
+         lambda d: d["algorithm"]["config"].__setitem__("lr", bad)),
+        ("protocol.constants: constants.k must be a finite number",
+         lambda d: d["protocol"]["constants"].__setitem__("k", bad)),
+        ("aggregates: aggregates.iqm must be a finite number",
+         lambda d: d.__setitem__("aggregates", {"iqm": [bad, 0.0, 1.0]})),
     ]:
         data = results_dict()
         mutate(data)
@@ -207,7 +225,8 @@ def test_path_like_or_malformed_names_are_refused(tmp_path: Path, name: str) -> 
 def test_bounds_on_sizes(tmp_path: Path) -> None:
     data = results_dict(seeds=(0, 1, 2), episodes=1)
     data["returns"][0]["episode_returns"] = [0.0] * 10_001
-    assert "returns.0.episode_returns: List should have at most 10000 items after validation, not 10001" in refused(tmp_path, data)
+    expected = "returns.0.episode_returns: List should have at most 10000 items after validation, not 10001"
+    assert expected in refused(tmp_path, data)
 
     data = results_dict(seeds=tuple(range(201)), episodes=1)
     assert "seeds: List should have at most 200 items after validation, not 201" in refused(tmp_path, data)
@@ -244,7 +263,9 @@ def test_file_over_5_mb_is_refused_before_parsing(tmp_path: Path) -> None:
 @pytest.mark.parametrize(
     ("raw", "expected"),
     [
-        (b"{not json", "results file is not valid JSON (Expecting property name enclosed in double quotes: line 1 column 2 (char 1))"),
+        (b"{not json",
+         "results file is not valid JSON (Expecting property name enclosed in double quotes:"
+         " line 1 column 2 (char 1))"),
         (b"[1, 2]", "invalid results file: the top level must be a JSON object"),
         (b"\xff\xfe", "results file is not UTF-8 text"),
         (b"[" * 200_000 + b"]" * 200_000, "nested too deeply"),
@@ -267,6 +288,19 @@ def test_missing_file_is_a_submission_error(tmp_path: Path) -> None:
 
 def test_models_are_frozen() -> None:
     r = parse_results(results_dict())
-    with pytest.raises(Exception):
+    with pytest.raises(ValidationError, match="frozen"):
         r.seeds = [1]  # type: ignore[misc]
     assert ResultsFile.model_config["extra"] == "forbid"
+
+
+def test_data_tier_is_optional_and_left_out_when_unset() -> None:
+    """Files from before data tiers keep their canonical bytes (and content hash); a tier, when set, is stored."""
+    plain = parse_results(results_dict())
+    assert plain.suite.tier is None and data_tier(plain) == DEFAULT_TIER == "replay"
+    assert '"tier"' not in canonical_json(plain)
+    tiered = results_dict()
+    tiered["suite"]["tier"] = "expert"
+    parsed = parse_results(tiered)
+    assert data_tier(parsed) == "expert"
+    assert json.loads(canonical_json(parsed))["suite"]["tier"] == "expert"
+    assert parse_results(json.loads(canonical_json(parsed))) == parsed

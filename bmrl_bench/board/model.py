@@ -102,6 +102,7 @@ class Entry:
         tier = "" if self.tier == DEFAULT_TIER else f", {self.tier} data"
         status = "verified" if self.verified else "self-reported"
         return (
-            f"{self.algorithm} ({self.config_name}) on {self.suite} v{self.suite_version}{tier}, {self.protocol}{marker}:"
+            f"{self.algorithm} ({self.config_name}) on {self.suite} v{self.suite_version}{tier}, "
+            f"{self.protocol}{marker}:"
             f" IQM {point:.3f} [{lo:.3f}, {hi:.3f}] over {len(self.seeds)} seeds, {status} -> {self.path}"
         )

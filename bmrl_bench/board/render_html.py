@@ -31,7 +31,8 @@ td .ci { display: block; font-size: 0.85em; color: #555; }
 .local { background: #fff4e0; }
 .scroll { overflow-x: auto; max-width: 100%; }
 .note { max-width: 60rem; }
-.filters { display: flex; flex-wrap: wrap; gap: 0.5rem 1.5rem; margin: 1rem 0; padding: 0.5rem 0.75rem; background: #f4f4f4; }
+.filters { display: flex; flex-wrap: wrap; gap: 0.5rem 1.5rem; margin: 1rem 0; padding: 0.5rem 0.75rem; }
+.filters { background: #f4f4f4; }
 section.board { margin-bottom: 1.5rem; }
 figure { margin: 0 0 2rem; }
 figure svg { max-width: 100%; height: auto; }

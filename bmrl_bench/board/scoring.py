@@ -91,7 +91,8 @@ class Table:
     @property
     def title(self) -> str:
         data = "reference data" if self.data == "reference" else "LOCAL-BUILD data"
-        return f"{self.suite} v{self.suite_version} · {self.tier} tier · {self.protocol} v{self.protocol_version} · {data}"
+        protocol = f"{self.protocol} v{self.protocol_version}"
+        return f"{self.suite} v{self.suite_version} · {self.tier} tier · {protocol} · {data}"
 
 
 def _overlap(a: tuple[float, float, float], b: tuple[float, float, float]) -> bool:

@@ -64,8 +64,8 @@ def write_public(path: Path, text: str) -> None:
 
 
 def make_public(folder: Path) -> None:
-    """Folders 0755 and files 0644 below `folder` (staged with private temporary permissions)."""
-    for root, dirs, files in os.walk(folder):
+    """Folders 0755 and files 0644 below `folder`, whatever the umask: the board is for everyone to read."""
+    for root, _dirs, files in os.walk(folder):
         os.chmod(root, 0o755)
         for name in files:
             os.chmod(os.path.join(root, name), FILE_MODE)

@@ -49,7 +49,8 @@ def submit(
     source = str(path)
     if checkpoints is not None and not Path(checkpoints).is_dir():  # before anything is read: a usage error
         raise SubmissionError(
-            f"{source}: --checkpoints {checkpoints} is not a folder; pass the folder `bmrl-bench eval --checkpoints DIR` wrote"
+            f"{source}: --checkpoints {checkpoints} is not a folder;"
+            " pass the folder `bmrl-bench eval --checkpoints DIR` wrote"
         )
     results = load_results(path)  # schema, bounds, finiteness, seeds x tasks x episodes consistency
     ref = reference(published, results, source)

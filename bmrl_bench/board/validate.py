@@ -71,7 +71,8 @@ def check_protocol(results: ResultsFile, ref: SuiteReference, source: str) -> No
         else:
             continue
         raise SubmissionError(
-            f"{source}: protocol '{p.name}' v{p.version} constant '{key}' {problem}; re-run eval without changing the protocol"
+            f"{source}: protocol '{p.name}' v{p.version} constant '{key}' {problem}; re-run eval without changing the "
+            "protocol"
         )
 
 
@@ -121,8 +122,8 @@ def check_return_bounds(results: ResultsFile, ref: SuiteReference, source: str) 
         for e, r in enumerate(run.episode_returns):
             if not low <= r <= high:
                 raise SubmissionError(
-                    f"{source}: seed {run.seed}, task {run.task_index:02d}, episode {e}: return {r:.6g} is impossible on"
-                    f" {ref.family} with {ref.episode_length} steps (every return lies in [{low:.6g}, {high:.6g}]);"
+                    f"{source}: seed {run.seed}, task {run.task_index:02d}, episode {e}: return {r:.6g} is impossible "
+                    f"on {ref.family} with {ref.episode_length} steps (every return lies in [{low:.6g}, {high:.6g}]);"
                     " submit the returns `bmrl-bench eval` wrote"
                 )
 

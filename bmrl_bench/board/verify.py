@@ -116,7 +116,8 @@ def _checkpoint_files(results: ResultsFile, checkpoints: Path, source: str) -> d
         if algorithm != results.algorithm.name:
             raise SubmissionError(f"{where} is of algorithm '{algorithm}', the results of '{results.algorithm.name}'")
         if ckpt_seed != seed:
-            raise SubmissionError(f"{where} was trained with seed {ckpt_seed}, not {seed}; pass the checkpoints of these results")
+            raise SubmissionError(f"{where} was trained with seed {ckpt_seed}, not {seed}; pass the checkpoints of "
+                                  "these results")
         if config != results.algorithm.config:
             differ = sorted(k for k in set(config) | set(results.algorithm.config)
                             if config.get(k) != results.algorithm.config.get(k))
@@ -126,7 +127,8 @@ def _checkpoint_files(results: ResultsFile, checkpoints: Path, source: str) -> d
             )
         paths = sorted(f for f in folder.rglob("*") if f.is_file())
         if sum(f.stat().st_size for f in paths) > MAX_CHECKPOINT_BYTES:
-            raise SubmissionError(f"{where} is larger than {MAX_CHECKPOINT_BYTES >> 20} MB; it is not a checkpoint of this algorithm")
+            raise SubmissionError(f"{where} is larger than {MAX_CHECKPOINT_BYTES >> 20} MB; it is not a checkpoint of "
+                                  "this algorithm")
         for f in paths:
             files[f"{name}/{f.relative_to(folder).as_posix()}"] = f.read_bytes()
     return files
@@ -145,13 +147,13 @@ def _check_installed(name: str, source: str) -> None:
         ) from None
     except ImportError as e:  # registered, but its package or a dependency is missing
         raise SubmissionError(
-            f"{source}: algorithm '{name}' cannot be loaded on this board's machine ({e}); install what it needs to verify"
-            " it, or submit without --checkpoints as self-reported"
+            f"{source}: algorithm '{name}' cannot be loaded on this board's machine ({e}); install what it needs to "
+            "verify it, or submit without --checkpoints as self-reported"
         ) from None
 
 
 def _check_local_build(results: ResultsFile, local_checksums: dict[str, str], source: str) -> None:
-    """The re-run reads this machine's datasets (references, offline context): they must be the ones the results used."""
+    """The re-run reads this machine's datasets (references, offline context): they must be those the results used."""
     name = results.suite.name
     for d in results.suite.datasets:
         local = local_checksums.get(d.dataset_id)
@@ -162,8 +164,8 @@ def _check_local_build(results: ResultsFile, local_checksums: dict[str, str], so
             )
         if local != d.checksum:
             raise SubmissionError(
-                f"{source}: this machine's build of {d.dataset_id} (checksum {local[:12]}...) is not the one the results"
-                f" used ({d.checksum[:12]}...); verify on a machine with that build"
+                f"{source}: this machine's build of {d.dataset_id} (checksum {local[:12]}...) is not the one the "
+                f"results used ({d.checksum[:12]}...); verify on a machine with that build"
             )
 
 
@@ -182,7 +184,9 @@ class Disagreement(NamedTuple):
         )
 
 
-def compare(results: ResultsFile, board: Sequence[RunReturns], tol: tuple[float, float]) -> tuple[float, Disagreement | None]:
+def compare(
+    results: ResultsFile, board: Sequence[RunReturns], tol: tuple[float, float]
+) -> tuple[float, Disagreement | None]:
     """(max |submitted - re-run| over every episode, the first episode outside the tolerance or None)."""
     mine = {(r.seed, r.task_index): r.episode_returns for r in board}
     worst = 0.0
@@ -214,12 +218,14 @@ def verify(
     checkpoints = Path(checkpoints)
     if not checkpoints.is_dir():
         raise SubmissionError(
-            f"{source}: --checkpoints {checkpoints} is not a folder; pass the folder `bmrl-bench eval --checkpoints DIR` wrote"
+            f"{source}: --checkpoints {checkpoints} is not a folder; pass the folder `bmrl-bench eval --checkpoints "
+            "DIR` wrote"
         )
     card = get_card(results.suite.name)
     if card.version != results.suite.version:
         raise SubmissionError(
-            f"{source}: suite {card.name} is v{card.version} on this machine, the results are of v{results.suite.version};"
+            f"{source}: suite {card.name} is v{card.version} on this machine, the results are of "
+            f"v{results.suite.version};"
             " verify with the bmrl-bench the results were made with"
         )
     _check_installed(results.algorithm.name, source)
@@ -231,7 +237,8 @@ def verify(
         raise SubmissionError(f"{source}: the checkpoints could not be re-run: {' '.join(str(e).split())}") from None
     for rel, data in files.items():  # what was re-run is what gets stored
         if _sha((checkpoints / rel).read_bytes()) != _sha(data):
-            raise SubmissionError(f"{source}: checkpoint file {checkpoints / rel} changed during the re-run; submit again")
+            raise SubmissionError(f"{source}: checkpoint file {checkpoints / rel} changed during the re-run; submit "
+                                  "again")
     board = [RunReturns(**r) for r in run.returns]
     tol = tolerance(card.family)
     worst, differs = compare(results, board, tol)
@@ -302,14 +309,16 @@ def read_record(
         record = VerificationRecord.model_validate(json.loads(path.read_text(encoding="utf-8")))
     except (OSError, ValueError, ValidationError) as e:
         reason = " ".join(str(e).split())[:200]
-        raise SubmissionError(f"{path}: unreadable verification record ({reason}); restore it or remove its folder") from None
-    source = str(path)
+        raise SubmissionError(
+            f"{path}: unreadable verification record ({reason}); restore it or remove its folder") from None
     if record.entry != entry or record.content_hash != digest:
-        raise SubmissionError(f"{path}: the record is of another entry ({record.entry}); restore it or remove its folder")
+        raise SubmissionError(f"{path}: the record is of another entry ({record.entry}); restore it or remove its "
+                              "folder")
     _, differs = compare(results, record.returns, tolerance(family))
     if differs is not None or len(record.returns) != len(results.returns):
         where = f" at {differs}" if differs is not None else ""
-        raise SubmissionError(f"{path}: the record's returns disagree with the submission{where}; restore it or remove its folder")
+        raise SubmissionError(f"{path}: the record's returns disagree with the submission{where}; restore it or remove "
+                              "its folder")
     if record.checkpoints_stored:
         for f in record.checkpoints:
             file = folder / f.path
