@@ -52,7 +52,7 @@ def test_quick_bench_returns_positive_rows_and_writes_no_d3rlpy_logs(tmp_path, m
     by = {r.name: r for r in rows}
     for name in ("BCQ ours K=1", "BCQ ours K=8", "SAC ours K=16"):
         r = by[name]
-        assert r.vs_d3rlpy is not None and r.vs_d3rlpy > 0 and 0 < r.bound_fraction
+        assert r.vs_d3rlpy is not None and r.vs_d3rlpy > 0 and r.bound_fraction > 0
         assert r.gflop_per_update > 0
     assert by["collection + phase 1 ours"].vs_d3rlpy > 0 and "COMPUTED" in by["collection + phase 1 ours"].note
     assert not (tmp_path / "d3rlpy_logs").exists()
