@@ -180,7 +180,8 @@ def train_expert(
 
     def check() -> float:
         return float(np.mean([
-            evaluate_policy(family, float(p), episode_length, expert_policy(sac, family, float(p)), 1, EXPERT_CHECK_SEED + j)[0]
+            evaluate_policy(family, float(p), episode_length, expert_policy(sac, family, float(p)), 1,
+                            EXPERT_CHECK_SEED + j)[0]
             for j, p in enumerate(check_params)
         ]))
 
@@ -208,7 +209,8 @@ def train_expert(
             env, feat, o = slots[i]
             o2, r, term, trunc, _ = env.step(actions[i])
             o2 = with_task(o2, feat)
-            replay.add(o[None], actions[i][None], np.array([r], np.float32), o2[None], np.array([float(term)], np.float32))
+            replay.add(o[None], actions[i][None], np.array([r], np.float32), o2[None],
+                       np.array([float(term)], np.float32))
             returns[i] += float(r)
             if term or trunc:
                 recent[0] = returns[i]

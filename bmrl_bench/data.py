@@ -40,6 +40,14 @@ def behaviour_policy_path(dataset_id: str, root: Path) -> Path:
     return dataset_dir(dataset_id, root) / "policies" / "behaviour.safetensors"
 
 
+def _build_command(dataset_id: str) -> str:
+    return f"`bmrl-bench datasets build {dataset_id.split('/')[1]}`"
+
+
+def _not_built(dataset_id: str, path: Path) -> DatasetMissingError:
+    return DatasetMissingError(f"dataset {dataset_id} is not built ({path} missing); run {_build_command(dataset_id)}")
+
+
 @dataclass
 class Episodes:
     """A dataset's episodes concatenated; `starts[e]` indexes episode e's first step."""
@@ -68,21 +76,23 @@ def read_episodes(dataset_id: str, root: Path | None = None) -> Episodes:
 
     path = dataset_dir(dataset_id, root) / "data" / "main_data.hdf5"
     if not path.exists():
-        raise DatasetMissingError(f"dataset {dataset_id} is not built ({path} missing); run `bmrl-bench datasets build {dataset_id.split('/')[1]}`")
+        raise _not_built(dataset_id, path)
     try:
         with h5py.File(path, "r") as f:
-            names = sorted((k for k in f.keys() if k.startswith("episode_")), key=lambda k: int(k.split("_")[1]))
+            names = sorted((k for k in f if k.startswith("episode_")), key=lambda k: int(k.split("_")[1]))
             if not names:
                 raise ValueError("no episodes")
-            parts: dict[str, list[np.ndarray]] = {k: [] for k in ("observations", "actions", "rewards", "terminations", "truncations")}
+            keys = ("observations", "actions", "rewards", "terminations", "truncations")
+            parts: dict[str, list[np.ndarray]] = {k: [] for k in keys}
             for name in names:
                 g = f[name]
                 for key in parts:
                     parts[key].append(g[key][()])
     except Exception as e:  # h5py raises OSError, KeyError, ValueError for damaged files
         raise DatasetCorruptError(
-            f"dataset {dataset_id} is damaged: {path} cannot be read ({type(e).__name__}: {str(e).splitlines()[0][:120]}); "
-            f"rebuild it with `bmrl-bench datasets build {dataset_id.split('/')[1]}`"
+            f"dataset {dataset_id} is damaged: {path} cannot be read "
+            f"({type(e).__name__}: {str(e).splitlines()[0][:120]}); "
+            f"rebuild it with {_build_command(dataset_id)}"
         ) from None
     lengths = np.array([len(a) for a in parts["actions"]], dtype=np.int64)
     return Episodes(
@@ -108,7 +118,7 @@ def content_checksum(ep: Episodes) -> str:
 def read_metadata(dataset_id: str, root: Path | None = None) -> dict:
     path = dataset_dir(dataset_id, root) / "data" / "metadata.json"
     if not path.exists():
-        raise DatasetMissingError(f"dataset {dataset_id} is not built ({path} missing); run `bmrl-bench datasets build {dataset_id.split('/')[1]}`")
+        raise _not_built(dataset_id, path)
     try:
         meta = json.loads(path.read_text())
         for key in ("bmrl_checksum", "bmrl_task_param", "bmrl_split", "ref_min_score", "ref_max_score"):
@@ -116,7 +126,7 @@ def read_metadata(dataset_id: str, root: Path | None = None) -> dict:
     except (json.JSONDecodeError, KeyError, UnicodeDecodeError) as e:
         raise DatasetCorruptError(
             f"dataset {dataset_id} is damaged: {path} is not valid bmrl-bench metadata ({type(e).__name__}); "
-            f"rebuild it with `bmrl-bench datasets build {dataset_id.split('/')[1]}`"
+            f"rebuild it with {_build_command(dataset_id)}"
         ) from None
     return meta
 
@@ -125,7 +135,8 @@ def read_metadata(dataset_id: str, root: Path | None = None) -> dict:
 
 # The data is intact but its reference scores came from another expert recipe: a build
 # recomputes them (and rewrites the metadata) without collecting the data again.
-STALE_REFERENCES = "stale reference scores: the card's expert recipe changed since this dataset was built; run the build again"
+STALE_REFERENCES = ("stale reference scores: the card's expert recipe changed since this dataset was built; "
+                    "run the build again")
 
 
 def dataset_status(card: SuiteCard, index: int, root: Path) -> str:
@@ -246,7 +257,8 @@ def load_task(card: SuiteCard, index: int, root: Path | None = None) -> tuple[Ta
     checksum = content_checksum(ep)
     if checksum != meta["bmrl_checksum"]:
         raise ChecksumMismatchError(
-            f"dataset {dataset_id} does not match its checksum ({dataset_dir(dataset_id, root) / 'data' / 'main_data.hdf5'} was modified); "
+            f"dataset {dataset_id} does not match its checksum "
+            f"({dataset_dir(dataset_id, root) / 'data' / 'main_data.hdf5'} was modified); "
             f"rebuild it with `bmrl-bench datasets build {card.name}`"
         )
     info = TaskInfo(
@@ -287,8 +299,8 @@ class Suite:
         """A test task's offline data: for reference scores and offline-context protocols only."""
         if self.card.task_split(index) != "test":
             first, last = self.card.test_indices()[0], self.card.test_indices()[-1]
-            raise NotATestTaskError(f"task {index} of {self.name} is not a test task; only a test task's data loads this way "
-                                    f"(test tasks: {first if first == last else f'{first}-{last}'})")
+            raise NotATestTaskError(f"task {index} of {self.name} is not a test task; only a test task's data loads "
+                                    f"this way (test tasks: {first if first == last else f'{first}-{last}'})")
         return load_task(self.card, index, self.root)[1]
 
     def __repr__(self) -> str:

@@ -188,7 +188,8 @@ def _raise_first(failures: list[tuple[int, str, BaseException]], name: str, n: i
         raise exc
     more = f" and {len(failures) - 1} more" if len(failures) > 1 else ""
     raise UnitFailedError(
-        f"{name}: {label} failed ({_one_line(exc)}){more}; {n - len(failures)} of {n} units finished" + (f"; {hint}" if hint else "")
+        f"{name}: {label} failed ({_one_line(exc)}){more}; {n - len(failures)} of {n} units finished"
+        + (f"; {hint}" if hint else "")
     ) from exc
 
 
@@ -236,11 +237,13 @@ def balanced_pool_size(n: int, slots: int) -> int:
 
 
 class LocalExecutor:
-    """Units in this process (`workers=1`) or in spawned worker processes (`None`: sized to the cores, `balanced_pool_size`)."""
+    """Units in this process (`workers=1`) or in spawned worker processes (`None`: sized to the cores,
+    `balanced_pool_size`)."""
 
     name = "local"
 
-    def __init__(self, workers: int | None = 1, progress: UnitProgressFn | None = None, max_retries: int = MAX_RETRIES) -> None:
+    def __init__(self, workers: int | None = 1, progress: UnitProgressFn | None = None,
+                 max_retries: int = MAX_RETRIES) -> None:
         if workers is not None and workers < 1:
             raise ExecutorError(f"--workers must be at least 1, not {workers}")
         self.workers = workers
@@ -277,7 +280,8 @@ class LocalExecutor:
             return self._map_inline(fn, items, emit, shared, on_result)
         return self._map_pool(fn, items, emit, resources, shared, on_result, hint)
 
-    def _map_inline(self, fn: UnitFn, items: Sequence[Any], emit: _Emitter, shared: Any, on_result: ResultFn | None) -> list[Any]:
+    def _map_inline(self, fn: UnitFn, items: Sequence[Any], emit: _Emitter, shared: Any,
+                    on_result: ResultFn | None) -> list[Any]:
         results: list[Any] = []
         for i, item in enumerate(items):
             ctx = _UnitContext(emit.name, i, emit.labels[i], emit.forward, 0.0)
@@ -328,7 +332,8 @@ class LocalExecutor:
             while pending or running:
                 if pool is None:
                     events = ctx.SimpleQueue()
-                    pool = ProcessPoolExecutor(size, mp_context=ctx, initializer=_pool_init, initargs=(events, shared, env, threads))
+                    pool = ProcessPoolExecutor(size, mp_context=ctx, initializer=_pool_init,
+                                               initargs=(events, shared, env, threads, os.getpid()))
                 while pending and len(running) < size:  # only as many in flight as workers: 'running' means running
                     i = pending.pop(0)
                     attempts[i] += 1
@@ -388,10 +393,12 @@ class LocalExecutor:
 _pool_state: dict[str, Any] = {}
 
 
-def _pool_init(events: Any, shared: Any, env: dict[str, str], threads: int) -> None:
+def _pool_init(events: Any, shared: Any, env: dict[str, str], threads: int, parent: int) -> None:
     # Runs once per worker process: the shared input is unpickled once per worker, not per unit.
     _pool_state.update(events=events, shared=shared, env=env, threads=threads)
-    threading.Thread(target=_exit_with_parent, args=(os.getppid(),), daemon=True).start()
+    # `parent` is the pid the parent passed, not os.getppid() here: a parent killed while this
+    # worker was still starting has already handed it to init, and would never be seen to die.
+    threading.Thread(target=_exit_with_parent, args=(parent,), daemon=True).start()
 
 
 def _exit_with_parent(parent: int, every_s: float = 2.0) -> None:
@@ -476,8 +483,10 @@ class RayExecutor:
                 logging_level=logging.WARNING,
             )
         except ConnectionError as e:
-            raise ExecutorError(f"cannot reach the Ray cluster at --address {self.address} ({_one_line(e)}); "
-                                "start one with `ray start --head` or leave --address out for a local instance") from None
+            raise ExecutorError(
+                f"cannot reach the Ray cluster at --address {self.address} ({_one_line(e)}); "
+                "start one with `ray start --head` or leave --address out for a local instance"
+            ) from None
         self._started = True
 
     def map(
@@ -569,7 +578,8 @@ EXECUTORS = ("local", "ray")
 
 def get_executor(name: str = "local", address: str | None = None, workers: int | None = 1,
                  progress: UnitProgressFn | None = None) -> Executor:
-    """`local` with `workers` processes (1: inline, None: sized to the cores) or `ray` (`workers` caps a local Ray instance)."""
+    """`local` with `workers` processes (1: inline, None: sized to the cores) or `ray` (`workers` caps a local
+    Ray instance)."""
     if name == "local":
         if address is not None:
             raise ExecutorError("--address is a Ray cluster address; use it with --executor ray")

@@ -73,7 +73,8 @@ def misidentification(suite_name: str, out_dir: Path, seed: int = 0, probes: int
         env.close()
         a0 = agent.act(s0)
         q = float(sac.q_value(torch.as_tensor(s0)[None, None], torch.as_tensor(a0)[None, None])[0, 0])
-        disc = [rollout(suite, agent, t.param, episode_seed(seed, t.index, 0), config.gamma)[2] for t in suite.train_tasks]
+        disc = [rollout(suite, agent, t.param, episode_seed(seed, t.index, 0), config.gamma)[2]
+                for t in suite.train_tasks]
         steps.append(step)
         q_est.append(q)
         q_true.append(float(np.mean(disc)))
@@ -117,13 +118,15 @@ def misidentification(suite_name: str, out_dir: Path, seed: int = 0, probes: int
 
 def time_figure(suite_name: str, out_dir: Path, seed: int = 0, config_name: str | None = None,
                 checkpoint: Path | None = None) -> list[Path]:
-    """Plot what tiMe does on each test task: the one saved at `checkpoint` (by `eval --checkpoints`), else one trained now."""
+    """Plot what tiMe does on each test task: the one saved at `checkpoint` (by `eval --checkpoints`), else one
+    trained now."""
     ensure_built(suite_name)
     suite = load_suite(suite_name)
     if checkpoint is not None:
         algo = load_algorithm(checkpoint)
         if algo.name != "time":
-            raise BmrlError(f"{checkpoint} holds a {algo.name} checkpoint, not tiMe; pass one saved by `eval --algo time --checkpoints DIR`")
+            raise BmrlError(f"{checkpoint} holds a {algo.name} checkpoint, not tiMe; "
+                            "pass one saved by `eval --algo time --checkpoints DIR`")
     else:
         cls = get_algorithm("time")
         _, config = resolve_config(cls, suite.name, suite.family.name, config_name, None)

@@ -46,14 +46,20 @@ class ExpertRecipe(BaseModel):
     """One family-wide SAC that sees the task parameter; a candidate for ref_max_score."""
 
     model_config = ConfigDict(extra="forbid", frozen=True)
-    min_steps: int = Field(gt=0, description="environment steps (over all parallel envs) before convergence may stop training")
-    max_steps: int = Field(gt=0, description="hard cap on environment steps; reaching it means the expert did not converge")
+    min_steps: int = Field(
+        gt=0, description="environment steps (over all parallel envs) before convergence may stop training")
+    max_steps: int = Field(
+        gt=0, description="hard cap on environment steps; reaching it means the expert did not converge")
     eval_every: int = Field(default=5000, gt=0, description="environment steps between convergence checks")
-    eval_tasks: int = Field(default=5, gt=0, description="task parameters, evenly over the suite's range, one deterministic episode each per check")
-    patience: int = Field(default=4, gt=0, description="checks without a significant improvement that count as converged")
+    eval_tasks: int = Field(
+        default=5, gt=0,
+        description="task parameters, evenly over the suite's range, one deterministic episode each per check")
+    patience: int = Field(
+        default=4, gt=0, description="checks without a significant improvement that count as converged")
     min_improvement: float = Field(
         default=0.02, ge=0,
-        description="an improvement is significant when it beats the best check by this fraction of (best - first check)",
+        description="an improvement is significant when it beats the best check by this fraction of "
+                    "(best - first check)",
     )
     num_envs: int = Field(default=4, gt=0)
     hidden: list[int] = Field(min_length=1)
@@ -183,8 +189,7 @@ def parse_dataset_id(dataset_id: str) -> tuple[str, int, int]:
     suite, task, version = m["suite"], int(m["task"]), int(m["version"])
     card = get_card(suite)
     if version != card.version:
-        raise DatasetIdError(
-            f"'{dataset_id}': suite '{suite}' is at version v{card.version}; use {card.dataset_id(min(task, card.num_tasks - 1))}"
-        )
+        current = card.dataset_id(min(task, card.num_tasks - 1))
+        raise DatasetIdError(f"'{dataset_id}': suite '{suite}' is at version v{card.version}; use {current}")
     card.dataset_id(task)  # range check
     return suite, task, version

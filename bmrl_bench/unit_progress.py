@@ -67,10 +67,12 @@ class UnitBoard:
         elif event.state == "running":
             if event.total == 0 and not event.phase:  # the unit (re)started
                 row.attempts += 1
-                row.started, row.phase, row.done, row.total, row.message, row.rate, row._mark = now, "", 0, 0, "", 0.0, None
+                row.started, row.phase, row.done, row.total, row.message = now, "", 0, 0, ""
+                row.rate, row._mark = 0.0, None
             else:
-                if row._mark is not None and event.phase == row.phase and event.done > row._mark[1] and now > row._mark[0]:
-                    row.rate = (event.done - row._mark[1]) / (now - row._mark[0])
+                mark = row._mark
+                if mark is not None and event.phase == row.phase and event.done > mark[1] and now > mark[0]:
+                    row.rate = (event.done - mark[1]) / (now - mark[0])
                 elif event.phase != row.phase:
                     row.rate = 0.0
                 row._mark = (now, event.done)
@@ -121,7 +123,8 @@ class UnitBoard:
 
         now = self.clock()
         order = {"running": 0, "failed": 1, "queued": 2, "done": 3}
-        rows = sorted(self.rows.values(), key=lambda r: (order[r.state], -(r.finished or 0.0) if r.state == "done" else 0.0))
+        rows = sorted(self.rows.values(),
+                      key=lambda r: (order[r.state], -(r.finished or 0.0) if r.state == "done" else 0.0))
         shown, hidden = rows[:max_rows], rows[max_rows:]
         caption = None
         if hidden:
@@ -148,7 +151,8 @@ def phase_progress(progress: ProgressFn) -> UnitProgressFn:
     """Unit events as the (phase, done, total, message) calls of a plain progress display."""
     def on_event(event: UnitEvent) -> None:
         if event.state == "running" and event.total > 0:
-            progress(f"{event.label}: {event.phase}" if event.phase else event.label, event.done, event.total, event.message)
+            phase = f"{event.label}: {event.phase}" if event.phase else event.label
+            progress(phase, event.done, event.total, event.message)
     return on_event
 
 

@@ -178,7 +178,8 @@ def test_clean_staging_spares_running_builds(tmp_path: Path) -> None:
     import subprocess
     import sys
 
-    done = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True, text=True, check=True)
+    done = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"],
+                          capture_output=True, text=True, check=True)
     dead, alive = int(done.stdout), os.getpid()
     staging = tmp_path / ".staging"
     for name in (f"{dead}-abc", f"{alive}-def", "units", "no-pid", LOCKS):

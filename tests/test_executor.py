@@ -111,7 +111,8 @@ def test_interrupted_build_resumes_from_finished_units(
     import minari
 
     card = get_card(SHARDS)
-    crash = Wrapping(LocalExecutor(1), lambda fn: FailOnce(fn, str(tmp_path / "crashed"), "behaviour shard 1 (tasks 2-3)"))
+    shard_1 = "behaviour shard 1 (tasks 2-3)"
+    crash = Wrapping(LocalExecutor(1), lambda fn: FailOnce(fn, str(tmp_path / "crashed"), shard_1))
     with pytest.raises(RuntimeError, match="simulated crash"):
         build_suite(SHARDS, executor=crash)
     # Nothing was published, but the units that finished before the crash are kept.
@@ -126,7 +127,9 @@ def test_interrupted_build_resumes_from_finished_units(
     assert not cache.dir.exists()  # finished units are dropped once their tasks are published
 
 
-def test_resume_reruns_only_the_shard_of_a_missing_task(_minari_root: Path, inline_build: list[tuple[str, float, float]]) -> None:
+def test_resume_reruns_only_the_shard_of_a_missing_task(
+    _minari_root: Path, inline_build: list[tuple[str, float, float]]
+) -> None:
     import shutil
 
     card = get_card(SHARDS)

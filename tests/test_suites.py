@@ -7,7 +7,8 @@ import pytest
 from bmrl_bench.errors import CardError, DatasetIdError, UnknownSuiteError
 from bmrl_bench.suites import get_card, list_suites, parse_dataset_id
 
-PACKAGED = ["halfcheetah-vel", "halfcheetah-vel-lite", "hopper-vel", "hopper-vel-lite", "pointgoal-3", "pointgoal-semicircle"]
+PACKAGED = ["halfcheetah-vel", "halfcheetah-vel-lite", "hopper-vel", "hopper-vel-lite", "pointgoal-3",
+            "pointgoal-semicircle"]
 
 
 def test_every_packaged_suite_card_loads() -> None:

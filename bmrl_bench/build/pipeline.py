@@ -42,7 +42,8 @@ def ensure_built(suite: SuiteCard | str, *, executor: Executor | None = None,
     return build_suite(card.name, progress=progress, executor=executor)
 
 
-def build_suite(name: str, force: bool = False, progress: ProgressFn | None = None, executor: Executor | None = None) -> BuildReport:
+def build_suite(name: str, force: bool = False, progress: ProgressFn | None = None,
+                executor: Executor | None = None) -> BuildReport:
     """Build every missing or damaged dataset of suite `name` (all of them with `force`).
 
     Units run on `executor` (default: inline in this process). Training runs on one
@@ -111,9 +112,9 @@ def _build_suite(name: str, force: bool, progress: ProgressFn | None, executor: 
         return cache.load(shard_of[i], i, actor_only)
 
     ref_units = [ReferenceUnit(card, i, task_data(i, actor_only=True).actor_state) for i in todo]
-    refs = executor.map(run_build_unit, ref_units, name=f"build {card.name}: references", labels=[u.label for u in ref_units],
-                        resources=Resources(num_cpus=1), shared={"state": state, "config": config},
-                        progress=unit_progress, hint=hint)
+    refs = executor.map(run_build_unit, ref_units, name=f"build {card.name}: references",
+                        labels=[u.label for u in ref_units], resources=Resources(num_cpus=1),
+                        shared={"state": state, "config": config}, progress=unit_progress, hint=hint)
     seconds["references"] = time.perf_counter() - t0
 
     # 3. Publish each task (here: the datasets root is this machine's).
@@ -122,7 +123,8 @@ def _build_suite(name: str, force: bool, progress: ProgressFn | None, executor: 
         write_dataset(card, family, index, task_data(index), task_refs, expert_record, root)
         report_.built.append(card.dataset_id(index))
         if progress is not None:
-            progress("write datasets", n + 1, len(todo), f"{card.dataset_id(index)} ref_min {np.mean(task_refs['random']):.1f} "
+            progress("write datasets", n + 1, len(todo),
+                     f"{card.dataset_id(index)} ref_min {np.mean(task_refs['random']):.1f} "
                      f"behaviour {np.mean(task_refs['behaviour']):.1f} expert {np.mean(task_refs['expert']):.1f}")
     write_namespace(card, family, root)
     seconds["write"] = time.perf_counter() - t0

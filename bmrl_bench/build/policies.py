@@ -45,7 +45,8 @@ def save_expert(state: dict[str, np.ndarray], card: SuiteCard, root: Path, obs_d
     from safetensors.torch import save_file
 
     with atomic_dir(expert_dir(card, root)) as tmp:
-        save_file({k: torch.from_numpy(np.array(v)).contiguous() for k, v in state.items()}, str(tmp / "weights.safetensors"))
+        weights = {k: torch.from_numpy(np.array(v)).contiguous() for k, v in state.items()}
+        save_file(weights, str(tmp / "weights.safetensors"))
         (tmp / "config.json").write_text(json.dumps({
             "obs_dim": obs_dim, "act_dim": act_dim, "hidden": card.expert.hidden,
             "recipe": card.expert.model_dump(), "training": asdict(training),
@@ -59,7 +60,8 @@ def expert_from_state(state: dict[str, Any], config: dict[str, Any]) -> object:
     from bmrl_bench.learners.sac import BatchedSAC, SACConfig
 
     sac = BatchedSAC(1, config["obs_dim"], config["act_dim"], SACConfig(hidden=tuple(config["hidden"])), seed=0)
-    sac.load_state_dict({k: v if isinstance(v, torch.Tensor) else torch.from_numpy(np.array(v)) for k, v in state.items()})
+    sac.load_state_dict({k: v if isinstance(v, torch.Tensor) else torch.from_numpy(np.array(v))
+                         for k, v in state.items()})
     return sac
 
 

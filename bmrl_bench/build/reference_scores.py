@@ -34,10 +34,11 @@ def reference_returns(
     n, seed = card.reference_episodes, REFERENCE_SEED + 1000 * index
     state = {k: torch.from_numpy(np.array(v)) for k, v in actor_state.items()}
     behaviour = load_member_actor(state, family_obs_dim(family), act_dim, card.behaviour.hidden)
+    length = card.episode_length
     return {
-        "random": evaluate_policy(family, param, card.episode_length, random_policy(act_dim, seed), n, seed).tolist(),
-        "behaviour": evaluate_policy(family, param, card.episode_length, behaviour, n, seed).tolist(),
-        "expert": evaluate_policy(family, param, card.episode_length, expert_policy(expert, family, param), n, seed).tolist(),
+        "random": evaluate_policy(family, param, length, random_policy(act_dim, seed), n, seed).tolist(),
+        "behaviour": evaluate_policy(family, param, length, behaviour, n, seed).tolist(),
+        "expert": evaluate_policy(family, param, length, expert_policy(expert, family, param), n, seed).tolist(),
     }
 
 

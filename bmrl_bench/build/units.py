@@ -101,7 +101,9 @@ def _unit_progress(phase: str) -> Callable[[int, int, list[float]], None]:
     return cb
 
 
-def run_build_unit(unit: ShardUnit | ExpertUnit | ReferenceUnit, shared: Any) -> ShardResult | ExpertResult | dict[str, list[float]]:
+def run_build_unit(
+    unit: ShardUnit | ExpertUnit | ReferenceUnit, shared: Any
+) -> ShardResult | ExpertResult | dict[str, list[float]]:
     """One unit of a build; the same code under every executor. One torch thread: reproducible bytes."""
     card = unit.card
     family = get_family(card.family)
@@ -109,14 +111,16 @@ def run_build_unit(unit: ShardUnit | ExpertUnit | ReferenceUnit, shared: Any) ->
     with torch_threads(1):
         if isinstance(unit, ShardUnit):
             params = [card.task_param(i) for i in unit.tasks]
-            collections = collect_behaviour(family, params, card.episode_length, card.behaviour, _unit_progress("behaviour SAC"))
+            collections = collect_behaviour(family, params, card.episode_length, card.behaviour,
+                                            _unit_progress("behaviour SAC"))
             return ShardResult([TaskData.from_collection(c) for c in collections], time.perf_counter() - t0)
         if isinstance(unit, ExpertUnit):
             all_params = card.train_tasks + card.test_tasks
             expert, training = train_expert(family, min(all_params), max(all_params), card.episode_length, card.expert,
                                             _unit_progress("expert SAC"))
             state = {k: v.numpy() for k, v in expert.state_dict().items()}
-            return ExpertResult(state, family_obs_dim(family) + 1, family_act_dim(family), training, time.perf_counter() - t0)
+            obs_dim = family_obs_dim(family) + 1  # the expert sees the task parameter too
+            return ExpertResult(state, obs_dim, family_act_dim(family), training, time.perf_counter() - t0)
         expert = expert_from_state(shared["state"], shared["config"])
         report(0, 1, "", phase="reference returns")
         refs = reference_returns(card, family, unit.index, unit.actor_state, expert, shared["config"]["act_dim"])

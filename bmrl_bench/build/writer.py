@@ -18,7 +18,6 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-
 from bmrl_bench import __version__
 from bmrl_bench.build.reference_scores import reference_range
 from bmrl_bench.build.task_data import TaskData
@@ -83,7 +82,8 @@ def suite_lock(name: str, root: Path) -> Iterator[None]:
         try:
             fcntl.flock(f, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:
-            print(f"bmrl-bench: another process is building {name} in {root}; waiting for it to finish", file=sys.stderr)
+            print(f"bmrl-bench: another process is building {name} in {root}; waiting for it to finish",
+                  file=sys.stderr)
             fcntl.flock(f, fcntl.LOCK_EX)
         try:
             yield
