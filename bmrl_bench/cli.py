@@ -350,20 +350,22 @@ BOARD_WHAT = "the leaderboard folder (it holds submissions/)"
 def submit_cmd(
     results_file: Path = typer.Argument(..., help="A results JSON written by `bmrl-bench eval`."),
     board: Path = typer.Option(Path("leaderboard"), "--board", help="The leaderboard folder."),
-    checkpoints: Optional[Path] = typer.Option(
-        None, "--checkpoints", help="The folder `eval --checkpoints DIR` wrote for these results: the board re-runs every"
-        " seed from it and files the entry as verified if every episode agrees (else: self-reported)."),
+    checkpoints: Path | None = typer.Option(
+        None, "--checkpoints", help="The folder `eval --checkpoints DIR` wrote for these results: the board re-runs"
+        " every seed from it and files the entry as verified if every episode agrees (else: self-reported)."),
     executor: str = typer.Option("local", "--executor", help=EXECUTOR_HELP + " One unit per seed of the re-run."),
-    address: Optional[str] = typer.Option(None, "--address", help=ADDRESS_HELP),
+    address: str | None = typer.Option(None, "--address", help=ADDRESS_HELP),
     workers: int = typer.Option(1, "--workers", min=0, max=MAX_THREADS,
-                                help="local: worker processes of the re-run (1: in this process; 0: sized to the cores)."),
+                                help="local: worker processes of the re-run (1: in this process; 0: sized to the "
+                                     "cores)."),
     threads: int = typer.Option(0, "--threads", min=0, max=MAX_THREADS, help=THREADS_HELP),
 ) -> None:
     """Validate a results file, recompute its scores, add it to the leaderboard, re-render."""
     inputs.check_existing_file(results_file, "RESULTS_FILE", "a results JSON written by `bmrl-bench eval`")
     inputs.check_folder_to_write(board, "--board")
     if checkpoints is not None:
-        inputs.check_existing_folder(checkpoints, "--checkpoints", "the folder `bmrl-bench eval --checkpoints DIR` wrote")
+        inputs.check_existing_folder(checkpoints, "--checkpoints",
+                                     "the folder `bmrl-bench eval --checkpoints DIR` wrote")
         inputs.check_executor(executor, address)
     from bmrl_bench.leaderboard import render, submit
     from bmrl_bench.published import suite_reference
@@ -394,7 +396,8 @@ def leaderboard_cmd(
     from bmrl_bench.published import suite_reference
 
     if verified_only:
-        typer.echo(markdown(board, suite_reference, verified_only=True), nl=False)  # not rich: [links](...) stay as written
+        # typer.echo, not rich: Markdown [links](...) stay as written.
+        typer.echo(markdown(board, suite_reference, verified_only=True), nl=False)
         return
     render(board, suite_reference)
     console.print(f"rendered {board / 'README.md'} and {board / 'index.html'}")

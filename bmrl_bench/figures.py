@@ -136,30 +136,31 @@ def time_figure(suite_name: str, out_dir: Path, seed: int = 0, config_name: str 
     out_dir.mkdir(parents=True, exist_ok=True)
     plt = _pyplot()
     agent = algo.make_agent()
-    fig, ax = plt.subplots(figsize=(5, 4))
+    # Constrained layout with the legend below the axes: it never covers the data, and the title is never cut.
+    fig, ax = plt.subplots(figsize=(5, 4), layout="constrained")
     if suite.family.name == "pointgoal":
         for t in suite.test_tasks:
             path, ret, _ = rollout(suite, agent, t.param, episode_seed(seed, t.index, 0))
-            line = ax.plot(path[:, 0], path[:, 1], alpha=0.6)
+            line = ax.plot(path[:, 0], path[:, 1], alpha=0.6, label=f"goal {t.param:g} deg: return {ret:.0f}")
             color = line[0].get_color()
-            ax.scatter(*_goal_xy(t.param), marker="*", s=250, color=color, label=f"goal {t.param:g} deg")
-            ax.scatter(path[-1, 0], path[-1, 1], marker="o", s=60, facecolors="none", edgecolors=color,
-                       label=f"final position (return {ret:.0f})")
-        ax.set_aspect("equal")
-        ax.set_title(f"tiMe on {suite.name}: test goals and final positions")
+            ax.scatter(*_goal_xy(t.param), marker="*", s=250, color=color)
+            ax.scatter(path[-1, 0], path[-1, 1], marker="o", s=60, facecolors="none", edgecolors=color)
+        ax.set_aspect("equal", adjustable="datalim")  # widen the limits, not shrink the box: one layout pass
+        ax.set_title(f"tiMe on {suite.name}\ntest goals (stars) and final positions (circles)", fontsize=10)
+        legend_cols = 2
     else:
         for t in suite.test_tasks:
             meta = json.loads((suite.root / t.dataset_id / "data" / "metadata.json").read_text())
             curve = np.asarray(meta["bmrl_behaviour_episode_returns"])
             steps = np.cumsum([suite.card.episode_length] * len(curve))
-            line = ax.plot(steps, curve, alpha=0.7, label=f"SAC learning on v={t.param:g}")
+            line = ax.plot(steps, curve, alpha=0.7, label=f"SAC v={t.param:g}")
             ret = np.mean([rollout(suite, agent, t.param, episode_seed(seed, t.index, e))[1] for e in range(3)])
-            ax.axhline(ret, linestyle="--", color=line[0].get_color(), label=f"tiMe zero-shot v={t.param:g}")
+            ax.axhline(ret, linestyle="--", color=line[0].get_color(), label=f"tiMe v={t.param:g}")
         ax.set_xlabel("SAC environment steps on the test task")
         ax.set_ylabel("episode return")
-        ax.set_title(f"tiMe zero-shot vs SAC from scratch ({suite.name})")
-    ax.legend(fontsize=7)
-    fig.tight_layout()
+        ax.set_title(f"tiMe zero-shot (dashed) vs SAC from scratch (solid)\non {suite.name}", fontsize=10)
+        legend_cols = len(suite.test_tasks)  # one column per task: its SAC curve above tiMe's line
+    fig.legend(loc="outside lower center", ncols=legend_cols, fontsize=7)
     path_out = out_dir / f"time-{suite.name}.png"
     fig.savefig(path_out, dpi=120)
     plt.close(fig)
