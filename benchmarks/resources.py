@@ -104,7 +104,7 @@ def memory_per_transition(family_name: str, steps: int) -> float:
 
 def disk_per_transition(family_name: str, steps: int) -> float:
     """Bytes on disk per transition of a dataset written exactly as a build writes it (random-policy data)."""
-    from bmrl_bench.build import TaskData, _write_dataset
+    from bmrl_bench.build import TaskData, write_dataset
     from bmrl_bench.collect import collect_behaviour
     from bmrl_bench.families import get_family
     from bmrl_bench.suites import BehaviourRecipe, SuiteCard
@@ -118,7 +118,7 @@ def disk_per_transition(family_name: str, steps: int) -> float:
     data = TaskData.from_collection(collect_behaviour(family, [param], length, recipe)[0])
     refs = {"random": [-1.0] * 10, "behaviour": [0.0] * 10, "expert": [0.0] * 10}
     with tempfile.TemporaryDirectory() as root:
-        path = _write_dataset(card, family, 0, data, refs, Path(root))
+        path = write_dataset(card, family, 0, data, refs, {"probe": True}, Path(root))  # no expert record
         size = sum(f.stat().st_size for f in path.rglob("*") if f.is_file())
     return size / steps
 
