@@ -183,3 +183,30 @@ def test_checkpoints_that_do_not_belong_are_refused(
     message = str(info.value)
     assert expected in message and "\n" not in message
     assert not board.exists()
+
+
+def test_large_checkpoints_go_to_the_archive(
+    tiny_suite: Path, honest: tuple[Path, Path], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Over the size limit, the board keeps only the sha256 in git's part (checkpoints/) and the files in archive/."""
+    from bmrl_bench.board import verify
+
+    monkeypatch.setattr(verify, "STORE_LIMIT_BYTES", 1)
+    results, ckpt = honest
+    board = tmp_path / "board"
+    entry = submit(results, board, suite_reference, checkpoints=ckpt)
+    record = json.loads((board / CHECKPOINTS / entry.entry_id / RECORD).read_text())
+    assert record["checkpoints_stored"] is False
+    assert sorted(p.name for p in (board / CHECKPOINTS / entry.entry_id).iterdir()) == [RECORD]
+    for f in record["checkpoints"]:
+        assert (board / "archive" / entry.entry_id / f["path"]).read_bytes() == (ckpt / f["path"]).read_bytes()
+    [listed] = load_board(board, suite_reference)
+    assert listed.verified and not listed.verification.checkpoints_stored
+
+
+def test_the_oracle_is_verified_with_the_suite_bound(tiny_suite: Path, tmp_path: Path) -> None:
+    """A privileged reference: the re-run binds the suite to the loaded checkpoint as evaluate does."""
+    run = harness.evaluate("oracle", TINY, seeds=(0, 1, 2), out_dir=tmp_path / "results",
+                           checkpoint_dir=tmp_path / "ckpt")
+    entry = submit(run.path, tmp_path / "board", suite_reference, checkpoints=tmp_path / "ckpt")
+    assert entry.verified and entry.verification.max_abs_diff == 0.0
