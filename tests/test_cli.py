@@ -1,10 +1,15 @@
 """The CLI as a user types it (typer's runner, in-process)."""
 from __future__ import annotations
 
+from pathlib import Path
+
 from typer.testing import CliRunner
 
 from bmrl_bench.cli import _task_list, app
+from bmrl_bench.data import load_suite
 from bmrl_bench.suites import get_card, list_suites
+
+from .conftest import TINY
 
 
 def test_task_list_is_compact_when_long() -> None:
@@ -25,3 +30,18 @@ def test_datasets_list_fits_80_columns_one_line_per_suite() -> None:
     halfcheetah = next(line for line in lines if line.startswith("halfcheetah-vel "))
     assert "29 in [0, 1.5]" in halfcheetah and "0.475, 1.075, 1.475" in halfcheetah  # no cell wraps
     assert len(lines) == 2 + len(list_suites()) + 1  # header, rule, one row per suite, where the datasets are
+
+
+def test_eval_prints_what_evaluate_returned(tiny_suite: Path, tmp_path: Path) -> None:
+    from bmrl_bench.metrics import aggregate
+    from bmrl_bench.results import load_results, normalized_scores
+
+    args = ["eval", "--algo", "random", "--suite", TINY, "--seeds", "0-2", "--out", str(tmp_path), "--workers", "1"]
+    result = CliRunner().invoke(app, args, env={"COLUMNS": "200"})
+    assert result.exit_code == 0, result.output
+    (written,) = tmp_path.glob("random-tiny-pointgoal-zero-shot-*.json")
+    assert f"results: {written}" in result.output
+    suite = load_suite(TINY)
+    scores = normalized_scores(load_results(written), {t.index: (t.ref_min, t.ref_max) for t in suite.test_tasks})
+    iqm = aggregate(scores)["iqm"]
+    assert f"iqm {iqm[0]:.3f} [{iqm[1]:.3f}, {iqm[2]:.3f}]" in result.output  # the file's own numbers

@@ -76,9 +76,15 @@ CASES: list[Case] = [
     Case("submit DIR", 2, "DIR is a folder"),
     Case("submit bad.json --board FILE", 2, "--board FILE is a file"),
     Case("submit bad.json --board board", 1, "bad.json"),
+    Case("submit bad.json --checkpoints FILE", 2, "--checkpoints FILE is a file"),
+    Case("submit bad.json --checkpoints missing", 2, "--checkpoints missing: no such folder"),
+    Case("submit bad.json --checkpoints DIR --executor dask", 2, "--executor 'dask'"),
+    Case("submit bad.json --checkpoints DIR --workers -1", 2, "'--workers'"),
+    Case("submit bad.json --checkpoints DIR --threads -1", 2, "'--threads'"),
     # leaderboard
     Case("leaderboard --board FILE", 2, "--board FILE is a file"),
     Case("leaderboard --board missing", 2, "--board missing: no such folder"),
+    Case("leaderboard --board FILE --verified-only", 2, "--board FILE is a file"),
     Case("leaderboard --board tampered", 1, "random-0000000000.json: invalid results file"),
     # datasets
     Case("datasets nope", 2, "No such command 'nope'"),
