@@ -45,6 +45,8 @@ class EvalRun:
     results: dict[str, Any]  # validated against bmrl_bench.results.ResultsFile when written
     path: Path | None
     wall_time_s: dict[str, float] = field(default_factory=dict)
+    per_task: list[dict[str, Any]] = field(default_factory=list)  # `per_task_table`: one row per test task
+    aggregates: dict[str, tuple[float, float, float]] = field(default_factory=dict)  # metrics.aggregate of the scores
 
 
 def git_commit() -> tuple[str | None, bool]:
@@ -153,6 +155,7 @@ def _write_checkpoint(files: dict[str, bytes], root: Path) -> None:
 def evaluate(
     algorithm: str,
     suite_name: str = DEFAULT_SUITE,
+    *,
     protocol_name: str = DEFAULT_PROTOCOL,
     seeds: Sequence[int] = DEFAULT_SEEDS,
     episodes: int | None = None,
@@ -170,7 +173,8 @@ def evaluate(
     Seeds run as units on `executor` (default: one after another in this process);
     `unit_cpus` is what each seed's unit reserves (and its torch threads in a worker).
     """
-    from bmrl_bench.results import parse_results, write_results
+    from bmrl_bench.metrics import aggregate
+    from bmrl_bench.results import normalized_scores, parse_results, write_results
     from bmrl_bench.suites import get_card
 
     say: ProgressFn = progress or (lambda *a: None)
@@ -242,7 +246,9 @@ def evaluate(
         stamp = dt.datetime.now().strftime("%Y%m%d-%H%M%S")
         path = Path(out_dir) / f"{algorithm}-{suite.name}-{protocol.name}-{stamp}.json"
         write_results(model, path)
-    return EvalRun(results=results, path=path, wall_time_s=wall)
+    scores = normalized_scores(model, {t.index: (t.ref_min, t.ref_max) for t in suite.test_tasks})
+    return EvalRun(results=results, path=path, wall_time_s=wall, per_task=per_task_table(results, suite),
+                   aggregates=aggregate(scores))
 
 
 def per_task_table(results: dict[str, Any], suite: Suite) -> list[dict[str, Any]]:
