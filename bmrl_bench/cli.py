@@ -25,6 +25,8 @@ try:  # recent typer releases ship their own copy of click
     from typer._click import exceptions as click_errors
 except ImportError:
     from click import exceptions as click_errors
+# `bmrl-bench` alone shows the help; click before 8.2 shows it without raising this.
+NO_ARGS_IS_HELP: Any = getattr(click_errors, "NoArgsIsHelpError", ())
 
 if TYPE_CHECKING:
     from bmrl_bench.executor import ProgressFn
@@ -461,7 +463,7 @@ def main() -> None:
     keep_freed_memory()
     try:
         code = app(standalone_mode=False)  # click's errors come back here instead of as a multi-line box
-    except click_errors.NoArgsIsHelpError as e:
+    except NO_ARGS_IS_HELP as e:
         print(e.ctx.get_help())
         sys.exit(0)
     except click_errors.UsageError as e:
