@@ -321,15 +321,25 @@ class TiMe(ModuleAlgorithm):
         """One update of every phase-1 learner, each on a minibatch of its own task."""
         return learner.update(sampler.gather(sampler.indices((self.config.phase1_batch_size,), gen)))
 
-    def train_phase1(self, data: MetaTrainData, sampler: TaskSampler, log: LogFn) -> Any:
+    def load_phase1(self, data: MetaTrainData, path: Path | None = None) -> Any | None:
+        """The phase-1 learners (the teachers) cached for `data` under this config and seed, or read
+        from `path`; None when there is no such file."""
         from safetensors.torch import load_file
 
+        path = self.phase1_cache_path(data) if path is None else path
+        if not path.exists():
+            return None
+        learner = self._phase1_learner(data.num_tasks)
+        learner.load_state_dict(load_file(str(path)))
+        return learner
+
+    def train_phase1(self, data: MetaTrainData, sampler: TaskSampler, log: LogFn) -> Any:
+        cached = self.load_phase1(data)
+        if cached is not None:
+            log(f"phase 1 ({self.config.phase1} x{data.num_tasks}, cached)", 1, 1, {})
+            return cached
         learner = self._phase1_learner(data.num_tasks)
         path = self.phase1_cache_path(data)
-        if path.exists():
-            learner.load_state_dict(load_file(str(path)))
-            log(f"phase 1 ({self.config.phase1} x{data.num_tasks}, cached)", 1, 1, {})
-            return learner
         gen = self.phase1_generator()
         total = self.config.phase1_steps
         for step in range(1, total + 1):
@@ -371,6 +381,19 @@ class TiMe(ModuleAlgorithm):
                 loss = loss + scale * term
         return loss, {f"loss_{n}": t.detach() for n, t in terms.items()}
 
+    def phase2_generator(self) -> torch.Generator:
+        """The random stream of phase 2 (minibatches, contexts, BCQ latents)."""
+        return torch.Generator(device=self.device).manual_seed(self.seed + 1)
+
+    def phase2_update(self, learner: Any, sampler: TaskSampler, gen: torch.Generator, opt: torch.optim.Optimizer,
+                      params: list[nn.Parameter]) -> dict[str, torch.Tensor]:
+        """One distillation step: the loss on a fresh minibatch, one backward, one fused Adam step."""
+        loss, metrics = self.phase2_loss(learner, sampler, gen)
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        fused_step(opt, params)
+        return metrics
+
     def fit(self, data: MetaTrainData, log: LogFn = null_log) -> None:
         sampler = TaskSampler(data.batch, data.num_tasks, self.device)
         if self.config.normalize_context:
@@ -382,15 +405,27 @@ class TiMe(ModuleAlgorithm):
         sampler.t["q_target"] = own_q_values(learner, sampler)
         params = list(self.nets.parameters())
         opt = fused_adam(params, self.config.lr)
-        gen = torch.Generator(device=self.device).manual_seed(self.seed + 1)
+        gen = self.phase2_generator()
         total = self.config.phase2_steps
         for step in range(1, total + 1):
-            loss, metrics = self.phase2_loss(learner, sampler, gen)
-            opt.zero_grad(set_to_none=True)
-            loss.backward()
-            fused_step(opt, params)
+            metrics = self.phase2_update(learner, sampler, gen, opt, params)
             if step % self.config.log_every == 0 or step == total:
                 log("phase 2 (distillation)", step, total, {k: float(v) for k, v in metrics.items()})
+
+    # -- benchmark (`algorithms.BenchSteps`) -----------------------------------
+    def bench_steps(self, data: MetaTrainData) -> dict[str, Any]:
+        """One update of phase 1 (all K learners) and one of phase 2 per call, through `fit`'s methods.
+
+        Phase 1's learners start untrained and phase 2 distils from them (the arithmetic per step does
+        not depend on the weights); nothing is read from or written to the phase-1 cache."""
+        learner = self._phase1_learner(data.num_tasks)
+        sampler1, gen1 = TaskSampler(data.batch, data.num_tasks, self.device), self.phase1_generator()
+        sampler2 = TaskSampler(data.batch, data.num_tasks, self.device)
+        sampler2.t["q_target"] = own_q_values(learner, sampler2)
+        params = list(self.nets.parameters())
+        opt, gen2 = fused_adam(params, self.config.lr), self.phase2_generator()
+        return {"phase 1": lambda: self.phase1_update(learner, sampler1, gen1),
+                "phase 2": lambda: self.phase2_update(learner, sampler2, gen2, opt, params)}
 
     # -- acting and checkpoints -------------------------------------------------
     def make_agent(self) -> _TiMeAgent:
