@@ -301,10 +301,21 @@ class Pearl(ModuleAlgorithm):
         self.nets.train()
         total = c.steps
         for step in range(1, total + 1):
-            context, batch = sample_tasks(sampler, rng, c.meta_batch, c.context_size, c.batch_size)
-            metrics = self.update(context, batch)
+            metrics = self.train_step(sampler, rng)
             if step % c.log_every == 0 or step == total:
                 log(f"pearl ({sampler.k} tasks)", step, total, metrics)
+
+    def train_step(self, sampler: TaskSampler, rng: np.random.Generator) -> dict[str, float]:
+        """One step of `fit`: `meta_batch` tasks' contexts and minibatches drawn, one `update`."""
+        c = self.config
+        context, batch = sample_tasks(sampler, rng, c.meta_batch, c.context_size, c.batch_size)
+        return self.update(context, batch)
+
+    def bench_steps(self, data: MetaTrainData) -> dict[str, Any]:
+        """`algorithms.BenchSteps`: one `train_step` per call, on `data`, as `fit` runs it."""
+        sampler, rng = TaskSampler(data.batch, data.num_tasks, self.device), np.random.default_rng(self.seed)
+        self.nets.train()
+        return {"update": lambda: self.train_step(sampler, rng)}
 
     def make_agent(self) -> _PearlAgent:
         self.nets.eval()

@@ -125,6 +125,23 @@ class ProbedFit(Algorithm, Protocol):
             callback_every: int = 0) -> None: ...
 
 
+# One training update of a loop that `fit` runs; what it returns is ignored.
+BenchStep = Callable[[], object]
+
+
+@runtime_checkable
+class BenchSteps(Protocol):
+    """An algorithm that hands `bmrl-bench bench` its training loops (not required of an algorithm).
+
+    `bench_steps(data)` returns `{loop name: step}`, in the order `fit` runs the loops; each call of
+    a step runs ONE update of that loop through the same methods `fit` calls (its minibatch sampling
+    included), so the bench times and counts the arithmetic `fit` does. The steps train this instance:
+    make one for the bench only.
+    """
+
+    def bench_steps(self, data: MetaTrainData) -> dict[str, BenchStep]: ...
+
+
 class Privileged(abc.ABC):
     """A reference that is told the task (the oracle); a learning algorithm never derives from this.
 

@@ -321,17 +321,27 @@ def bench_cmd(
                                 help="torch CPU threads of every learner row (0: all cores)."),
     json_path: Path | None = typer.Option(None, "--json",
                                           help="Also write the rows and the machine description here."),
+    only: str | None = typer.Option(None, "--only", help=(
+        "Comma-separated row groups (default: all): learners (BCQ and SAC against d3rlpy, sampling, the recipe), "
+        "time, pearl, batch-sac, expert, collection (each training loop on pointgoal-3 and halfcheetah-vel-lite)."
+    )),
 ) -> None:
-    """Training speed: our BCQ and SAC against d3rlpy's on identical configs and data, with FLOP bounds."""
+    """Training speed: our BCQ and SAC against d3rlpy's, and every training loop, with counted FLOPs and bounds."""
     if json_path is not None:
         inputs.check_file_to_write(json_path, "--json")
+    from bmrl_bench.bench.run import GROUPS
+
+    groups = [g.strip() for g in only.split(",") if g.strip()] if only else None
+    bad = [g for g in groups or [] if g not in GROUPS]
+    if bad or groups == []:
+        raise InputError(f"--only: unknown row group '{bad[0] if bad else only}'; groups: {', '.join(GROUPS)}")
     from bmrl_bench.runtime import keep_freed_memory, sleep_idle_omp_threads
 
     runtime = {"omp_passive": sleep_idle_omp_threads(), "keep_freed_memory": keep_freed_memory()}  # before torch loads
     inputs.check_device(device)
     from bmrl_bench.bench import bench_info, row_notes, rows_table, run_bench, write_json
 
-    rows = run_bench(quick=quick, device=device, threads=threads or None,
+    rows = run_bench(quick=quick, device=device, threads=threads or None, only=groups,
                      progress=lambda m: err_console.print(f"bench: {m}"))
     info = bench_info(threads or None, device) | {"runtime": runtime}
     out = console if console.is_terminal else Console(width=120)  # a pipe or a file gets the whole table

@@ -16,19 +16,25 @@ act 6; throughput does not depend on the values) and identical configurations:
   the official ones), K=1 and K = its meta-train tasks, against d3rlpy's BCQ at those sizes;
 - SAC 256-256, batch 256: our `BatchedSAC` with K=1, K=16 (and the suite's K for the recipe)
   against d3rlpy's `SAC` (one agent per update: agent-updates/s);
-- what a training loop does besides updating: sampling minibatches, acting, env steps.
-Updates are timed on pre-built minibatches (d3rlpy: numpy `TransitionMiniBatch`, converted by
-its `update`; ours: tensors already on the device), so the update rows compare learners only.
+- what a training loop does besides updating: sampling minibatches, acting, env steps;
+- every training loop the repo runs (`loops`, the `training` rows), as `fit` or the build runs it, on
+  pointgoal-3 and halfcheetah-vel-lite: tiMe phase 1 and phase 2, PEARL, Batch SAC, the family-wide
+  expert and the behaviour collection; their sampling (and env steps) included.
+The learner rows time updates on pre-built minibatches (d3rlpy: numpy `TransitionMiniBatch`, converted
+by its `update`; ours: tensors already on the device), so they compare learners only.
+`only` (`--only`) picks groups of rows (`run.GROUPS`); the matmul ground is always measured.
 
 Each case also records its rate per CPU-second of the process (`per_cpu_s`): at one thread that
 is the speed of an undisturbed core, so its ratios hold even when other processes take turns on
 the cores; `best` keeps the least disturbed repeat.
 
-FLOPs per update are counted from the layer sizes (`mlp_flops`): `2 * in * out` per row per
-linear layer forward, the same again for the weight gradient of a trained layer and for the
-input gradient where one is needed; biases and elementwise work are not counted. The BCQ count
-is 3.06 GFLOP at the official sizes. The fraction of the FLOP bound of a row is
-`updates/s * FLOPs per update / matmul FLOP/s` (matmul at the row's thread count).
+FLOPs per update are counted by torch (`torch.utils.flop_counter.FlopCounterMode`) over real
+updates of each row's own code, d3rlpy's included: matmuls forward and backward; elementwise work
+(activations, losses, Adam's step), reductions and sampling are not counted (`flops.COUNTED`).
+The hand sums from the layer sizes (`mlp_flops`, `sac_update_flops`, `bcq_update_flops`) check
+the counts in the tests. The fraction of the FLOP bound of a row is
+`updates/s * FLOPs per update / matmul FLOP/s` (matmul at the row's thread count), and its
+achieved GFLOP/s is `updates/s * FLOPs per update`.
 
 The recipe rows are COMPUTED from the measured rates, not timed end to end: data collection
 (one online SAC per task, 1 update per env step, plus the family-wide expert) and tiMe's
@@ -36,13 +42,14 @@ phase 1 (one BCQ per meta-train task) of a suite card, ours (all tasks batched) 
 same recipe with d3rlpy learners (one learner at a time).
 
 Modules: `flops` (FLOP counts), `timing` (interleaved repeats), `cases` (synthetic batches,
-samplers, d3rlpy's learners), `run` (`run_bench` and its rows), `report` (rows, table, JSON).
+samplers, d3rlpy's learners), `loops` (the training loops), `run` (`run_bench` and its rows),
+`report` (rows, table, JSON).
 """
 from __future__ import annotations
 
-from bmrl_bench.bench.flops import bcq_update_flops, mlp_flops, sac_update_flops
+from bmrl_bench.bench.flops import bcq_update_flops, counted_flops, mlp_flops, sac_update_flops
 from bmrl_bench.bench.report import BenchRow, bench_info, row_notes, rows_table, write_json
-from bmrl_bench.bench.run import run_bench
+from bmrl_bench.bench.run import GROUPS, run_bench
 
-__all__ = ["BenchRow", "bcq_update_flops", "bench_info", "mlp_flops", "row_notes", "rows_table", "run_bench",
-           "sac_update_flops", "write_json"]
+__all__ = ["GROUPS", "BenchRow", "bcq_update_flops", "bench_info", "counted_flops", "mlp_flops", "row_notes",
+           "rows_table", "run_bench", "sac_update_flops", "write_json"]

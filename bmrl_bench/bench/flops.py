@@ -1,7 +1,23 @@
-"""FLOPs of one update, counted from the layer sizes: the ground of the bench's FLOP bounds."""
+"""FLOPs of one update: counted by torch (`counted_flops`, what the rows report) and from the layer sizes
+(`mlp_flops`, the hand sums the counts are checked against)."""
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
+
+COUNTED = ("matmuls (mm, addmm, bmm, baddbmm) forward and backward, counted by torch's FlopCounterMode; "
+           "not counted: elementwise work (activations, losses, Adam's step), reductions and sampling")
+
+
+def counted_flops(step: Callable[[], object], calls: int = 1) -> float:
+    """FLOPs of one call of `step` (mean of `calls` calls), counted by `torch.utils.flop_counter.FlopCounterMode`.
+
+    It counts what autograd really runs, so a gradient nobody needs is not counted; see `COUNTED`."""
+    from torch.utils.flop_counter import FlopCounterMode
+
+    with FlopCounterMode(display=False) as counter:
+        for _ in range(calls):
+            step()
+    return counter.get_total_flops() / calls
 
 
 def mlp_flops(

@@ -15,7 +15,7 @@ class BenchRow:
     """One line of the benchmark table."""
 
     section: str
-    """matmul | bcq | sac | loop (sampling, acting, env) | recipe"""
+    """matmul | bcq | sac | loop (sampling, acting, env) | recipe | training (every training loop, `loops`)"""
     name: str
     impl: str
     """ours | d3rlpy | torch | gymnasium"""
@@ -24,9 +24,11 @@ class BenchRow:
     value: float
     """Median over repeats, in `unit`."""
     unit: str
-    """agent-updates/s (K agents updated once = K), GFLOP/s, calls/s, steps/s or min."""
+    """agent-updates/s (K agents updated once = K), upd/s (training rows: updates of the loop), GFLOP/s,
+    calls/s, steps/s or min."""
     gflop_per_update: float | None = None
-    """Counted FLOPs of one agent's update (see `mlp_flops`)."""
+    """FLOPs of one unit of `value` (an agent's update; training rows: one update of the loop), counted by
+    torch's FlopCounterMode (`flops.COUNTED` says what is and is not counted)."""
     bound_fraction: float | None = None
     """value * gflop_per_update / matmul GFLOP/s at the same thread count."""
     vs_d3rlpy: float | None = None
@@ -45,6 +47,8 @@ class BenchRow:
     """`value` per CPU-second of this process (median): at 1 thread, the speed of an undisturbed core."""
     vs_d3rlpy_cpu: float | None = None
     """per_cpu_s / d3rlpy's per_cpu_s: the ratio of work per core, insensitive to other processes."""
+    gflop_s: float | None = None
+    """Achieved GFLOP/s: value * gflop_per_update."""
     note: str = ""
 
     def as_dict(self) -> dict[str, Any]:
@@ -96,16 +100,19 @@ def rows_table(rows: Sequence[BenchRow], info: dict[str, Any] | None = None) -> 
         title += (f" on {info.get('processor')}, {info.get('cores')} cores, device {info.get('device')}, "
                   f"torch {info.get('torch')}, d3rlpy {info.get('d3rlpy')}")
     table = Table(title=title, caption=(
-        "value: median of interleaved repeats; bound: value x FLOPs per update / matmul GFLOP/s at the same threads; "
+        "value: median of interleaved repeats; GFLOP/upd: counted by torch's FlopCounterMode (matmuls forward and "
+        "backward; elementwise work, Adam's step and sampling not counted); GFLOP/s: value x GFLOP/upd; "
+        "bound: GFLOP/s / matmul GFLOP/s at the same threads; "
         "x d3rlpy: ours / d3rlpy, median of the ratios within a repeat (recipe: d3rlpy time / ours); best: ratio of "
         "the best repeats; CPU: ratio of updates per CPU-second (work per core, blind to other processes)"))
-    for col in ("what", "thr", "value", "unit", "GFLOP/upd", "bound", "x d3rlpy", "best", "CPU", "x K=1"):
+    for col in ("what", "thr", "value", "unit", "GFLOP/upd", "GFLOP/s", "bound", "x d3rlpy", "best", "CPU",
+                "x K=1"):
         table.add_column(col, justify="left" if col in ("what", "unit") else "right")
     for r in rows:
         table.add_row(
             r.name, str(r.threads) if r.section != "recipe" else "-",
             f"{r.value:,.0f}" if r.value >= 1000 else f"{r.value:.4g}", r.unit, _fmt(r.gflop_per_update, ".3f"),
-            "-" if r.bound_fraction is None else f"{100 * r.bound_fraction:.0f}%",
+            _fmt(r.gflop_s, ".1f"), "-" if r.bound_fraction is None else f"{100 * r.bound_fraction:.0f}%",
             _fmt(r.vs_d3rlpy, ".2f"), _fmt(r.vs_d3rlpy_best, ".2f"), _fmt(r.vs_d3rlpy_cpu, ".2f"), _fmt(r.vs_k1, ".2f"),
         )
     return table

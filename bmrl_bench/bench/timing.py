@@ -9,12 +9,22 @@ from dataclasses import dataclass, field
 from typing import Any
 
 
+@dataclass(frozen=True)
+class Timed:
+    """What a self-timed step measured itself: `count` updates in `wall` seconds and `cpu` CPU-seconds."""
+
+    count: float
+    wall: float
+    cpu: float
+
+
 @dataclass
 class Case:
     key: str
     step: Callable[[], object]
-    units: float  # what one call counts for (agent-updates, FLOPs, calls, env steps)
+    units: float  # what one call counts for (agent-updates, FLOPs, calls, env steps); self-timed: one update
     threads: int
+    self_timed: bool = False  # `step` runs a whole loop once per repeat and returns what it timed (`Timed`)
     samples: list[float] = field(default_factory=list)  # units per wall second, one per repeat
     cpu_samples: list[float] = field(default_factory=list)  # units per CPU-second of this process
 
@@ -42,13 +52,19 @@ def measure(cases: Sequence[Case], repeats: int, min_time: float, min_calls: int
 
     for c in cases:
         torch.set_num_threads(c.threads)
-        for _ in range(warmup):
+        for _ in range(min(warmup, 1) if c.self_timed else warmup):  # a self-timed run leaves its set-up out
             c.step()
     sync()
     for r in range(repeats):
         shift = r % len(cases)
         for c in [*cases[shift:], *cases[:shift]]:
             torch.set_num_threads(c.threads)
+            if c.self_timed:
+                t = c.step()
+                assert isinstance(t, Timed), f"{c.key}: a self-timed step returns a Timed"
+                c.samples.append(t.count * c.units / t.wall)
+                c.cpu_samples.append(t.count * c.units / max(t.cpu, 1e-9))
+                continue
             calls, t0, c0 = 0, time.perf_counter(), time.process_time()
             while calls < min_calls or time.perf_counter() - t0 < min_time:
                 c.step()

@@ -4,9 +4,12 @@
 
 `test_bench_table` runs `bmrl_bench.bench.run_bench` once: every case interleaved in one run, the
 numbers the README's Performance section quotes (the table is printed with `-s` and stored in the
-benchmark's `extra_info`, e.g. with `--benchmark-json out.json`). The per-update tests time each
-learner alone with pytest-benchmark's own statistics, grouped so that ours and d3rlpy's sit side
-by side; they are sequential, so on a busy machine trust the interleaved table for ratios.
+benchmark's `extra_info`, e.g. with `--benchmark-json out.json`); `BMRL_BENCH_ONLY=time,pearl` runs
+some row groups only (`bmrl_bench.bench.GROUPS`). The per-update tests time each learner alone with
+pytest-benchmark's own statistics, grouped so that ours and d3rlpy's sit side by side, and
+`test_training_loop` each training loop the repo runs (tiMe phase 1 and 2, PEARL: their
+`bench_steps`) the same way; they are sequential, so on a busy machine trust the interleaved table
+for ratios.
 """
 from __future__ import annotations
 
@@ -73,13 +76,34 @@ def test_sac_update(benchmark, threads: int, impl: str, k: int) -> None:
     benchmark.pedantic(step, rounds=20 if k > 1 else 100, warmup_rounds=3)
 
 
+@pytest.mark.parametrize("suite", ["pointgoal-3", "halfcheetah-vel-lite"])
+@pytest.mark.parametrize("algo,loop", [("time", "phase 1"), ("time", "phase 2"), ("pearl", "update")])
+def test_training_loop(benchmark, threads: int, suite: str, algo: str, loop: str) -> None:
+    from bmrl_bench.algorithms import get_algorithm, resolve_config
+    from bmrl_bench.bench.flops import counted_flops
+    from bmrl_bench.bench.loops import random_meta_train
+    from bmrl_bench.suites import get_card
+
+    card = get_card(suite)
+    cls = get_algorithm(algo)
+    _, config = resolve_config(cls, card.name, card.family, None, None)
+    data = random_meta_train(card, np.random.default_rng(0))
+    step = cls(config, data.spec, 0, DEVICE).bench_steps(data)[loop]
+    step()
+    benchmark.group = f"training loops on {suite} (one call = one update of the loop)"
+    benchmark.extra_info.update(threads=threads, gflop_per_update=counted_flops(step) / 1e9)
+    benchmark.pedantic(step, rounds=10, warmup_rounds=2)
+
+
 def test_bench_table(benchmark, threads: int, capsys: pytest.CaptureFixture[str]) -> None:
     from rich.console import Console
 
     from bmrl_bench.bench import bench_info, row_notes, rows_table, run_bench
 
     benchmark.group = "interleaved table (bmrl-bench bench)"
-    rows = benchmark.pedantic(run_bench, kwargs={"device": DEVICE, "threads": threads}, rounds=1, iterations=1)
+    only = [g for g in os.environ.get("BMRL_BENCH_ONLY", "").split(",") if g] or None
+    rows = benchmark.pedantic(run_bench, kwargs={"device": DEVICE, "threads": threads, "only": only}, rounds=1,
+                              iterations=1)
     info = bench_info(threads, DEVICE)
     benchmark.extra_info.update(info=info, rows=[r.as_dict() for r in rows])
     with capsys.disabled():
@@ -88,4 +112,6 @@ def test_bench_table(benchmark, threads: int, capsys: pytest.CaptureFixture[str]
         for line in row_notes(rows):
             out.print(f"  {line}")
     by = {r.name: r for r in rows}
-    assert by["BCQ ours K=1"].vs_d3rlpy > 0 and by["SAC ours K=16"].vs_d3rlpy > 0
+    if only is None or "learners" in only:
+        assert by["BCQ ours K=1"].vs_d3rlpy > 0 and by["SAC ours K=16"].vs_d3rlpy > 0
+    assert all(0 < r.bound_fraction < 1.5 for r in rows if r.section == "training")
