@@ -189,9 +189,9 @@ def test_large_checkpoints_go_to_the_archive(
     tiny_suite: Path, honest: tuple[Path, Path], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """Over the size limit, the board keeps only the sha256 in git's part (checkpoints/) and the files in archive/."""
-    from bmrl_bench.board import verify
+    from bmrl_bench.board import record
 
-    monkeypatch.setattr(verify, "STORE_LIMIT_BYTES", 1)
+    monkeypatch.setattr(record, "STORE_LIMIT_BYTES", 1)
     results, ckpt = honest
     board = tmp_path / "board"
     entry = submit(results, board, suite_reference, checkpoints=ckpt)

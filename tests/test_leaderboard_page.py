@@ -13,7 +13,7 @@ from typing import Any
 
 import pytest
 
-from bmrl_bench.board.verify import VerificationRecord
+from bmrl_bench.board.record import VerificationRecord
 from bmrl_bench.leaderboard import Entry, SuiteReference, render, submit
 from bmrl_bench.results import load_results
 

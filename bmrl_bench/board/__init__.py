@@ -11,9 +11,10 @@ the board re-ran it from its checkpoints and got the same returns (`verify`), el
 `self-reported`. A refused submission leaves the board folder exactly as it was.
 
 Modules, in the order a submission meets them: `validate` (checks), `verify` (the
-re-run), `store` (the folder layout), `scoring` (numbers and ranks), `submit`
-(`submit`, `load_board`), `render` (`render`, `markdown`) with `render_md`,
-`render_html`, `plots` and `cells` (the shared columns).
+re-run) with `agreement` (the rule) and `record` (what the board keeps of it), `store`
+(the folder layout), `scoring` (numbers and ranks), `submit` (`submit`, `load_board`),
+`render` (`render`, `markdown`) with `render_md`, `render_html`, `plots` and `cells`
+(the shared columns).
 """
 from __future__ import annotations
 

@@ -8,7 +8,8 @@ from pathlib import Path
 from typing import Any
 
 from bmrl_bench.board import store, verify
-from bmrl_bench.board.model import Entry, Published, SuiteReference
+from bmrl_bench.board.model import Entry, Published, SuiteReference, Verification
+from bmrl_bench.board.record import read_record, stage
 from bmrl_bench.board.scoring import score_entry
 from bmrl_bench.board.validate import (
     check_all,
@@ -80,11 +81,10 @@ def submit(
 
     verified = verify.verify(results, Path(checkpoints), entry_id, digest, ref.local_checksums, source,
                              executor=executor, progress=progress, unit_cpus=unit_cpus)
-    record = verified.record
-    verification = verify.Verification(final_record / store.RECORD, record.max_abs_diff, record.wall_time_s,
-                                       record.checkpoints_stored)
-    entry = score_entry(results, ref, data, target, entry_id, digest, verification, record.returns)
-    staged, final, archived = verify.stage(board_dir, verified)
+    ran = verified.record
+    verification = Verification(final_record / store.RECORD, ran.max_abs_diff, ran.wall_time_s, ran.checkpoints_stored)
+    entry = score_entry(results, ref, data, target, entry_id, digest, verification, ran.returns)
+    staged, final, archived = stage(board_dir, verified)
     try:
         if existing is None:
             stored = results.model_copy(update={"aggregates": None})
@@ -127,7 +127,7 @@ def load_board(board_dir: Path, published: Published) -> list[Entry]:
         check_tasks(results, ref, str(path))
         check_return_bounds(results, ref, str(path))
         entry_id = store.entry_id(results, digest)
-        verified = verify.read_record(board_dir, entry_id, results, digest, ref.family)
+        verified = read_record(board_dir, entry_id, results, digest, ref.family)
         verification, board_returns = verified if verified is not None else (None, None)
         entries.append(score_entry(results, ref, data_source_on_board(results, ref), path, entry_id, digest,
                                    verification, board_returns))
