@@ -370,7 +370,9 @@ def submit_cmd(
     workers: int = typer.Option(1, "--workers", min=0, max=MAX_THREADS,
                                 help="local: worker processes of the re-run (1: in this process; 0: sized to the "
                                      "cores)."),
-    threads: int = typer.Option(0, "--threads", min=0, max=MAX_THREADS, help=THREADS_HELP),
+    threads: int = typer.Option(1, "--threads", min=0, max=MAX_THREADS,
+                                help="torch CPU threads of the re-run (0: all cores; 1, the default, is fastest for"
+                                     " agents acting one step at a time)."),
 ) -> None:
     """Validate a results file, recompute its scores, add it to the leaderboard, re-render."""
     inputs.check_existing_file(results_file, "RESULTS_FILE", "a results JSON written by `bmrl-bench eval`")
