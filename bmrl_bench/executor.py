@@ -23,9 +23,10 @@ import os
 import sys
 import threading
 import time
+from abc import ABC, abstractmethod
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from typing import Any, Literal, Protocol, TypeVar
+from typing import Any, Literal, TypeVar
 
 from bmrl_bench.errors import BmrlError
 
@@ -78,7 +79,10 @@ UnitProgressFn = Callable[[UnitEvent], None]
 ProgressFn = Callable[[str, int, int, str], None]
 
 
-class Executor(Protocol):
+class Executor(ABC):
+    """Where units run. `map` is the one interface; `LocalExecutor` and `RayExecutor` implement `_map` and `close`.
+    A context manager: leaving it `close`s the executor."""
+
     name: str
     inline: bool  # True: units run in this process, one at a time
     progress: UnitProgressFn | None
@@ -105,13 +109,23 @@ class Executor(Protocol):
         a `BmrlError` from a unit as itself, anything else as `UnitFailedError`
         (one line, ending with `hint`).
         """
-        ...
+        emit = _Emitter(name, _labels(items, labels), progress or self.progress)
+        return self._map(fn, items, emit, resources, shared, on_result, hint)
 
-    def close(self) -> None: ...
+    @abstractmethod
+    def _map(self, fn: UnitFn, items: Sequence[Any], emit: _Emitter, resources: Resources, shared: Any,
+             on_result: ResultFn | None, hint: str) -> list[Any]:
+        """`map`, its events going to `emit` (the job's name, the units' labels, the progress callback)."""
 
-    def __enter__(self) -> Executor: ...
+    @abstractmethod
+    def close(self) -> None:
+        """Free what the executor holds past a `map` (a Ray instance it started)."""
 
-    def __exit__(self, *exc: object) -> None: ...
+    def __enter__(self) -> Executor:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
 
 
 # ---------------------------------------------------------------------------- in-unit progress
@@ -236,7 +250,7 @@ def balanced_pool_size(n: int, slots: int) -> int:
     return min(range(slots, n + 1), key=lambda p: (makespan(p), p))
 
 
-class LocalExecutor:
+class LocalExecutor(Executor):
     """Units in this process (`workers=1`) or in spawned worker processes (`None`: sized to the cores,
     `balanced_pool_size`)."""
 
@@ -260,20 +274,8 @@ class LocalExecutor:
         slots = max(1, int((os.cpu_count() or 1) // max(resources.num_cpus, 1.0)))
         return balanced_pool_size(n, slots)
 
-    def map(
-        self,
-        fn: UnitFn,
-        items: Sequence[Any],
-        *,
-        name: str,
-        labels: Sequence[str] | None = None,
-        resources: Resources = Resources(),
-        shared: Any = None,
-        on_result: ResultFn | None = None,
-        progress: UnitProgressFn | None = None,
-        hint: str = "",
-    ) -> list[Any]:
-        emit = _Emitter(name, _labels(items, labels), progress or self.progress)
+    def _map(self, fn: UnitFn, items: Sequence[Any], emit: _Emitter, resources: Resources, shared: Any,
+             on_result: ResultFn | None, hint: str) -> list[Any]:
         for i in range(len(items)):
             emit(i, "queued")
         if self.inline:
@@ -381,13 +383,7 @@ class LocalExecutor:
         return results
 
     def close(self) -> None:
-        pass
-
-    def __enter__(self) -> LocalExecutor:
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.close()
+        pass  # a pool lives only during its `map`
 
 
 _pool_state: dict[str, Any] = {}
@@ -452,7 +448,7 @@ def _ray_unit(fn: UnitFn, index: int, label: str, job: str, item: Any, shared: A
     return _call_unit(fn, item, shared, _UnitContext(job, index, label, sink, 0.5), env, threads)
 
 
-class RayExecutor:
+class RayExecutor(Executor):
     """Ray tasks: `address=None` starts a local Ray instance (`num_cpus` cores), "auto" joins a cluster.
 
     If Ray is already initialised in this process (a test, a notebook), that instance
@@ -489,21 +485,9 @@ class RayExecutor:
             ) from None
         self._started = True
 
-    def map(
-        self,
-        fn: UnitFn,
-        items: Sequence[Any],
-        *,
-        name: str,
-        labels: Sequence[str] | None = None,
-        resources: Resources = Resources(),
-        shared: Any = None,
-        on_result: ResultFn | None = None,
-        progress: UnitProgressFn | None = None,
-        hint: str = "",
-    ) -> list[Any]:
+    def _map(self, fn: UnitFn, items: Sequence[Any], emit: _Emitter, resources: Resources, shared: Any,
+             on_result: ResultFn | None, hint: str) -> list[Any]:
         ray = self.ray
-        emit = _Emitter(name, _labels(items, labels), progress or self.progress)
         if not items:
             return []
         self._ensure_init()
@@ -519,8 +503,8 @@ class RayExecutor:
         env, threads = _forwarded_env(), _threads(resources)
         refs: dict[Any, int] = {}
         for i, item in enumerate(items):
-            refs[remote.options(**options, name=f"{name}: {emit.labels[i]}"[:100]).remote(
-                fn, i, emit.labels[i], name, item, shared_ref, board, env, threads)] = i
+            refs[remote.options(**options, name=f"{emit.name}: {emit.labels[i]}"[:100]).remote(
+                fn, i, emit.labels[i], emit.name, item, shared_ref, board, env, threads)] = i
             emit(i, "queued")
         results: list[Any] = [None] * len(items)
         failures: list[tuple[int, str, BaseException]] = []
@@ -556,19 +540,13 @@ class RayExecutor:
         finally:
             ray.kill(board)
             del shared_ref
-        _raise_first(failures, name, len(items), hint)
+        _raise_first(failures, emit.name, len(items), hint)
         return results
 
     def close(self) -> None:
         if self._started and self.ray.is_initialized():
             self.ray.shutdown()
         self._started = False
-
-    def __enter__(self) -> RayExecutor:
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.close()
 
 
 # ---------------------------------------------------------------------------- choosing one
