@@ -96,7 +96,31 @@ class PointGoalEnv(gym.Env[np.ndarray, np.ndarray]):
         return self._pos.copy(), -distance, False, False, info
 
 
-class HalfCheetahVelEnv(HalfCheetahEnv):
+class _VelocityTask:
+    """What the velocity families add to a MuJoCo env: the task `target_velocity`, the velocity term of the
+    reward, and `info["task_param"]`. A mixin before the MuJoCo class, whose `step` calls the `_get_rew` that
+    the family defines."""
+
+    def __init__(self, target_velocity: float = 1.0, **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        # Re-record the constructor args so that pickling/copying rebuilds the family's class.
+        utils.EzPickle.__init__(self, target_velocity=target_velocity, **kwargs)
+        self.target_velocity = float(target_velocity)
+        self.task_param = self.target_velocity
+
+    def _reward_velocity(self, x_velocity: float) -> float:
+        return -abs(float(x_velocity) - self.target_velocity)
+
+    def step(self, action: np.ndarray) -> tuple[np.ndarray, float, bool, bool, dict[str, Any]]:
+        obs, reward, terminated, truncated, info = super().step(action)
+        info["task_param"] = self.task_param
+        return obs, float(reward), terminated, truncated, info
+
+    def _get_reset_info(self) -> dict[str, Any]:
+        return {**super()._get_reset_info(), "task_param": self.task_param}
+
+
+class HalfCheetahVelEnv(_VelocityTask, HalfCheetahEnv):
     """HalfCheetah-v5 rewarded for running at ``target_velocity``.
 
     reward = -|v_x - target_velocity| - 0.05 * ||a||^2, where v_x is HalfCheetah-v5's
@@ -105,28 +129,16 @@ class HalfCheetahVelEnv(HalfCheetahEnv):
 
     def __init__(self, target_velocity: float = 1.0, **kwargs: Any) -> None:
         kwargs.setdefault("ctrl_cost_weight", 0.05)
-        super().__init__(**kwargs)
-        # Re-record the constructor args so that pickling/copying rebuilds this class.
-        utils.EzPickle.__init__(self, target_velocity=target_velocity, **kwargs)
-        self.target_velocity = float(target_velocity)
-        self.task_param = self.target_velocity
+        super().__init__(target_velocity, **kwargs)
 
     def _get_rew(self, x_velocity: float, action: np.ndarray) -> tuple[float, dict[str, Any]]:
-        reward_velocity = -abs(float(x_velocity) - self.target_velocity)
+        reward_velocity = self._reward_velocity(x_velocity)
         ctrl_cost = float(self.control_cost(action))
         reward = reward_velocity - ctrl_cost
         return reward, {"reward_velocity": reward_velocity, "reward_ctrl": -ctrl_cost}
 
-    def step(self, action: np.ndarray) -> tuple[np.ndarray, float, bool, bool, dict[str, Any]]:
-        obs, reward, terminated, truncated, info = super().step(action)
-        info["task_param"] = self.task_param
-        return obs, float(reward), terminated, truncated, info
 
-    def _get_reset_info(self) -> dict[str, Any]:
-        return {**super()._get_reset_info(), "task_param": self.task_param}
-
-
-class HopperVelEnv(HopperEnv):
+class HopperVelEnv(_VelocityTask, HopperEnv):
     """Hopper-v5 rewarded for hopping at ``target_velocity``.
 
     reward = healthy_reward - |v_x - target_velocity| - 0.001 * ||a||^2, where the
@@ -134,14 +146,8 @@ class HopperVelEnv(HopperEnv):
     hopper unhealthy); terminated = not is_healthy, exactly as Hopper-v5.
     """
 
-    def __init__(self, target_velocity: float = 1.0, **kwargs: Any) -> None:
-        super().__init__(**kwargs)
-        utils.EzPickle.__init__(self, target_velocity=target_velocity, **kwargs)
-        self.target_velocity = float(target_velocity)
-        self.task_param = self.target_velocity
-
     def _get_rew(self, x_velocity: float, action: np.ndarray) -> tuple[float, dict[str, Any]]:
-        reward_velocity = -abs(float(x_velocity) - self.target_velocity)
+        reward_velocity = self._reward_velocity(x_velocity)
         healthy_reward = float(self.healthy_reward)
         ctrl_cost = float(self.control_cost(action))
         reward = healthy_reward + reward_velocity - ctrl_cost
@@ -150,14 +156,6 @@ class HopperVelEnv(HopperEnv):
             "reward_ctrl": -ctrl_cost,
             "reward_survive": healthy_reward,
         }
-
-    def step(self, action: np.ndarray) -> tuple[np.ndarray, float, bool, bool, dict[str, Any]]:
-        obs, reward, terminated, truncated, info = super().step(action)
-        info["task_param"] = self.task_param
-        return obs, float(reward), terminated, truncated, info
-
-    def _get_reset_info(self) -> dict[str, Any]:
-        return {**super()._get_reset_info(), "task_param": self.task_param}
 
 
 @dataclass(frozen=True)
