@@ -33,6 +33,13 @@ def _pyplot():  # noqa: ANN202
     return plt
 
 
+def _save(fig: Any, path: Path) -> Path:
+    """Write `fig` to `path` as a PNG and free it."""
+    fig.savefig(path, dpi=120)
+    _pyplot().close(fig)
+    return path
+
+
 def rollout(suite: Suite, agent: Any, param: float, seed: int, gamma: float = 0.99) -> tuple[np.ndarray, float, float]:
     """(positions (T+1, o), undiscounted return, discounted return) of one zero-shot episode."""
     env = suite.family.make(param, max_episode_steps=suite.card.episode_length)
@@ -93,9 +100,7 @@ def misidentification(suite_name: str, out_dir: Path, seed: int = 0, probes: int
     ax.set_title(f"Batch SAC on {suite.name}: MDP mis-identification")
     ax.legend(fontsize=8)
     fig.tight_layout()
-    paths.append(out_dir / f"misidentification-q-{suite.name}.png")
-    fig.savefig(paths[-1], dpi=120)
-    plt.close(fig)
+    paths.append(_save(fig, out_dir / f"misidentification-q-{suite.name}.png"))
 
     fig, ax = plt.subplots(figsize=(5, 4))
     agent = algo.make_agent()
@@ -108,9 +113,7 @@ def misidentification(suite_name: str, out_dir: Path, seed: int = 0, probes: int
     ax.set_title(f"Batch SAC trajectories on {suite.name}")
     ax.legend(fontsize=7)
     fig.tight_layout()
-    paths.append(out_dir / f"misidentification-trajectories-{suite.name}.png")
-    fig.savefig(paths[-1], dpi=120)
-    plt.close(fig)
+    paths.append(_save(fig, out_dir / f"misidentification-trajectories-{suite.name}.png"))
     (out_dir / f"misidentification-{suite.name}.json").write_text(
         json.dumps({"steps": steps, "q_estimate": q_est, "discounted_return": q_true}, indent=1))
     return paths
@@ -161,7 +164,4 @@ def time_figure(suite_name: str, out_dir: Path, seed: int = 0, config_name: str 
         ax.set_title(f"tiMe zero-shot (dashed) vs SAC from scratch (solid)\non {suite.name}", fontsize=10)
         legend_cols = len(suite.test_tasks)  # one column per task: its SAC curve above tiMe's line
     fig.legend(loc="outside lower center", ncols=legend_cols, fontsize=7)
-    path_out = out_dir / f"time-{suite.name}.png"
-    fig.savefig(path_out, dpi=120)
-    plt.close(fig)
-    return [path_out]
+    return [_save(fig, out_dir / f"time-{suite.name}.png")]
