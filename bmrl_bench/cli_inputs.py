@@ -20,7 +20,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 from bmrl_bench.errors import BmrlError
 
@@ -157,18 +157,23 @@ def check_file_to_write(path: Path, option: str) -> Path:
 
 
 def check_existing_folder(path: Path, option: str, what: str) -> Path:
-    if path.is_file():
-        raise InputError(f"{option} {path} is a file; give {what}")
-    if not path.is_dir():
-        raise InputError(f"{option} {path}: no such folder; give {what}")
-    return path
+    return _check_existing(path, option, what, "folder")
 
 
 def check_existing_file(path: Path, option: str, what: str) -> Path:
-    if path.is_dir():
-        raise InputError(f"{option} {path} is a folder; give {what}")
-    if not path.is_file():
-        raise InputError(f"{option} {path}: no such file; give {what}")
+    return _check_existing(path, option, what, "file")
+
+
+_IS_KIND = {"file": Path.is_file, "folder": Path.is_dir}
+
+
+def _check_existing(path: Path, option: str, what: str, kind: Literal["file", "folder"]) -> Path:
+    """`path` must be an existing `kind`: one message if it is the other kind, one if nothing is there."""
+    other = "folder" if kind == "file" else "file"
+    if _IS_KIND[other](path):
+        raise InputError(f"{option} {path} is a {other}; give {what}")
+    if not _IS_KIND[kind](path):
+        raise InputError(f"{option} {path}: no such {kind}; give {what}")
     return path
 
 
