@@ -32,6 +32,7 @@ from bmrl_bench.data import Batch, Suite, load_suite
 from bmrl_bench.executor import Executor, LocalExecutor, ProgressFn, Resources, report
 from bmrl_bench.meta_data import meta_train_data, spec_of  # noqa: F401 - re-exported: callers imported them from here
 from bmrl_bench.protocols import DEFAULT_PROTOCOL, EvalProtocol, episode_seed, get_protocol
+from bmrl_bench.runtime import torch_threads
 from bmrl_bench.unit_progress import phase_progress
 
 DEFAULT_SUITE = "pointgoal-3"
@@ -94,6 +95,7 @@ class RunContext:
     checkpoint_dir: Path | None
     ship_checkpoint: bool  # remote units send checkpoint files back instead of writing them where they ran
     test_batches: dict[int, Batch] | None = None  # preloaded for remote units when the protocol reads them
+    threads: int = 1  # torch threads of a unit wherever it runs, inline too (`runtime.torch_threads`)
 
 
 @dataclass
@@ -107,7 +109,13 @@ class SeedResult:
 
 
 def run_seed(seed: int, ctx: RunContext) -> SeedResult:
-    """One run: fit on the meta-train data, then score every test task. The same code under every executor."""
+    """One run: fit on the meta-train data, then score every test task. The same code under every executor,
+    on `ctx.threads` torch threads."""
+    with torch_threads(ctx.threads):
+        return _run_seed(seed, ctx)
+
+
+def _run_seed(seed: int, ctx: RunContext) -> SeedResult:
     suite = ctx.suite
     seed_everything(seed)
     algo = ctx.cls(ctx.config, ctx.spec, seed, ctx.device)
@@ -171,7 +179,8 @@ def evaluate(
     """Fit `algorithm` on the meta-train tasks of `suite_name` once per seed; score its test tasks.
 
     Seeds run as units on `executor` (default: one after another in this process);
-    `unit_cpus` is what each seed's unit reserves (and its torch threads in a worker).
+    `unit_cpus` is what each seed's unit reserves and its torch threads, in this process too (one by
+    default: a second thread in one process is slower than a second process, `runtime.torch_threads`).
     """
     from bmrl_bench.metrics import aggregate
     from bmrl_bench.results import normalized_scores, parse_results, write_results
@@ -197,7 +206,7 @@ def evaluate(
     n_episodes = episodes or card.eval_episodes
 
     ctx = RunContext(algorithm, cls, config, spec, suite, data, protocol, n_episodes, device, checkpoint_dir,
-                     ship_checkpoint=checkpoint_dir is not None and not executor.inline)
+                     ship_checkpoint=checkpoint_dir is not None and not executor.inline, threads=max(1, unit_cpus))
     if not executor.inline and protocol.name == "offline-context":
         # Remote units may run where the datasets are not: the context data travels with them.
         ctx.test_batches = {t.index: suite.load_test_batch(t.index) for t in suite.test_tasks}
@@ -325,7 +334,8 @@ def _rescore_seed(item: tuple[int, dict[str, bytes]], ctx: RunContext) -> list[d
         algo = load_algorithm(Path(tmp), device=ctx.device)
     if isinstance(algo, Privileged):
         algo.bind_suite(ctx.suite)
-    return score_seed(algo, seed, ctx)
+    with torch_threads(ctx.threads):
+        return score_seed(algo, seed, ctx)
 
 
 def reevaluate(
@@ -355,7 +365,7 @@ def reevaluate(
         items.append((seed, files))
     # Nothing is built or fitted here (no class, no config): each unit loads its checkpoint.
     ctx = RunContext(results.algorithm.name, object, None, spec_of(suite), suite, meta_train_data(suite), protocol,
-                     results.episodes_per_task, device, None, ship_checkpoint=False)
+                     results.episodes_per_task, device, None, ship_checkpoint=False, threads=max(1, unit_cpus))
     if not executor.inline and protocol.name == "offline-context":
         ctx.test_batches = {t.index: suite.load_test_batch(t.index) for t in suite.test_tasks}
     t0 = time.perf_counter()

@@ -139,3 +139,30 @@ def test_bench_only_rejects_an_unknown_group_in_one_line() -> None:
                          capture_output=True, text=True, timeout=120)
     assert out.returncode == 2 and "unknown row group 'nope'" in out.stderr and "learners" in out.stderr
     assert "Traceback" not in out.stderr
+
+
+# ----------------------------------------------------------------------------- threads (issue 15)
+def test_a_seed_runs_unit_cpus_torch_threads_inline_too(tiny_suite, monkeypatch: pytest.MonkeyPatch) -> None:
+    """`--workers 1` with the default `--threads 0` trained on all cores in one process, slower than one thread
+    per process (runtime.torch_threads); an inline unit now runs `unit_cpus` threads, as a worker does."""
+    from bmrl_bench import harness
+    from bmrl_bench.executor import LocalExecutor
+
+    seen: list[int] = []
+    score = harness.score_seed
+
+    def spy(algo, seed, ctx):
+        seen.append(torch.get_num_threads())
+        return score(algo, seed, ctx)
+
+    monkeypatch.setattr(harness, "score_seed", spy)
+    old = torch.get_num_threads()
+    torch.set_num_threads(2)
+    try:
+        for cpus in (1, 2):
+            harness.evaluate("random", "tiny-pointgoal", seeds=[0], episodes=1, out_dir=None,
+                             executor=LocalExecutor(1), unit_cpus=cpus)
+            assert torch.get_num_threads() == 2  # the caller's count is back
+    finally:
+        torch.set_num_threads(old)
+    assert seen == [1, 2]
