@@ -230,9 +230,12 @@ def fidelity_report(suite: Suite, algo: TiMe, learner: Any, episodes: int, q_sta
         row["policies"] = {name: play(suite, task, make, protocol, episodes, seed, lambda b=batch: b)
                            for name, (make, protocol) in makers.items()}
         still = row["policies"]["standing_still"]["return"]
-        for name in ("time_offline_context", "time_zero_shot"):
-            ret = row["policies"][name]["return"]
-            row["policies"][name]["within_5pct_of_standing_still"] = bool(abs(ret - still) <= 0.05 * abs(still))
+        for name, p in row["policies"].items():
+            p["return_minus_standing_still"] = p["return"] - still
+            if name.startswith("time"):
+                p["within_5pct_of_standing_still"] = bool(abs(p["return"] - still) <= 0.05 * abs(still))
+        teacher_score = row["policies"]["teacher"]["normalized"]
+        row["time_offline_over_teacher"] = row["policies"]["time_offline_context"]["normalized"] / teacher_score
         if train:
             row["q"] = q_against_monte_carlo(suite, task, algo, teacher, batch, q_states, horizon, seed)
         rows.append(row)
@@ -253,26 +256,28 @@ def print_tables(report: dict[str, Any]) -> None:
 
     table = Table(title=f"tiMe distillation fidelity: {report['suite']} seed {report['seed']} "
                         f"({report['episodes']} episodes; tracking = {report['tracking_error']})")
-    for col in ("task", "policy", "return", "normalized", "mean |a|", "tracking"):
+    for col in ("task", "policy", "return", "- still", "normalized", "mean |a|", "tracking"):
         table.add_column(col, justify="left" if col in ("task", "policy") else "right")
     for row in report["tasks"]:
-        teacher = f"teacher = train {row['teacher_param']:g}" if row["split"] == "test" else ""
+        teacher = f"teacher = train {row['teacher_param']:.3g}" if row["split"] == "test" else ""
         for i, name in enumerate(POLICIES):
             p = row["policies"][name]
-            label = f"{row['split']} {row['param']:g}" if i == 0 else (teacher if i == 1 else "")
+            label = f"{row['split']} {row['param']:.3g}" if i == 0 else (teacher if i == 1 else "")
             flag = " (still)" if p.get("within_5pct_of_standing_still") else ""
-            table.add_row(label, LABELS[name], f"{p['return']:.1f}{flag}", f"{p['normalized']:.3f}",
+            table.add_row(label, LABELS[name], f"{p['return']:.1f}{flag}", f"{p['return_minus_standing_still']:+.1f}",
+                          f"{p['normalized']:.3f}",
                           f"{p['mean_abs_action']:.3f}", f"{p['tracking_error']:.3f}",
                           end_section=i == len(POLICIES) - 1)
     q = Table(title=f"Q at data actions against Monte Carlo (gamma {report['gamma']}, {report['mc_horizon']} steps)")
-    for col in ("train task", "states", "teacher Q", "MC return (+-se)", "tiMe Q_S", "data |a|"):
+    for col in ("train task", "states", "teacher Q", "MC return (+-se)", "tiMe Q_S", "data |a|",
+                "tiMe offline / teacher score"):
         q.add_column(col, justify="right")
     for row in report["tasks"]:
         if "q" in row:
             v = row["q"]
-            q.add_row(f"{row['param']:g}", str(v["states"]), f"{v['teacher_q']:.2f}",
+            q.add_row(f"{row['param']:.3g}", str(v["states"]), f"{v['teacher_q']:.2f}",
                       f"{v['teacher_mc_return']:.2f} +- {v['teacher_mc_stderr']:.2f}", f"{v['time_q_s']:.2f}",
-                      f"{row['data']['mean_abs_action']:.3f}")
+                      f"{row['data']['mean_abs_action']:.3f}", f"{row['time_offline_over_teacher']:.2f}")
     console = Console(width=140)
     console.print(table)
     console.print(q)
@@ -291,7 +296,7 @@ def draw(report: dict[str, Any]) -> bytes:
 
     rows = report["tasks"]
     x = np.arange(len(rows))
-    names = [f"{'train' if r['split'] == 'train' else 'TEST'}\n{r['param']:g}" for r in rows]
+    names = [f"{'train' if r['split'] == 'train' else 'TEST'}\n{r['param']:.3g}" for r in rows]
     fig, axes = plt.subplots(3, 1, figsize=(max(10.0, 0.9 * len(rows) + 4), 11), constrained_layout=True)
     width = 0.8 / len(POLICIES)
     for ax, key, title in ((axes[0], "normalized", "normalized score"), (axes[1], "mean_abs_action", "mean |a|")):
@@ -314,7 +319,7 @@ def draw(report: dict[str, Any]) -> bytes:
                                              ("time_q_s", "tiMe Q_S (offline context)", "tab:blue"))):
         ax.bar(tx + (j - 1) * 0.27, [r["q"][key] for r in train], 0.27, label=label, color=color,
                yerr=[r["q"]["teacher_mc_stderr"] for r in train] if key == "teacher_mc_return" else None)
-    ax.set_xticks(tx, [f"train\n{r['param']:g}" for r in train])
+    ax.set_xticks(tx, [f"train\n{r['param']:.3g}" for r in train])
     ax.set_title(f"Q against Monte Carlo (discounted, gamma {report['gamma']}, {report['mc_horizon']} steps)")
     ax.legend(fontsize=8, loc="upper left", bbox_to_anchor=(1.0, 1.0))
     fig.suptitle(f"tiMe distillation fidelity: {report['suite']}, seed {report['seed']}")

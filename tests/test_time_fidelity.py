@@ -47,6 +47,11 @@ def test_report_on_a_tiny_time(tiny_suite: Path, tmp_path: Path, monkeypatch: py
         # At the start (0, 0) for every step: 10 from the goal each step.
         assert still["returns"] == [-POINTGOAL_RADIUS * steps] * 2
         assert still["tracking_error"] == pytest.approx(POINTGOAL_RADIUS) and still["mean_abs_action"] == 0.0
+        assert still["return_minus_standing_still"] == 0.0
+        teacher = row["policies"]["teacher"]
+        assert teacher["return_minus_standing_still"] == pytest.approx(teacher["return"] + POINTGOAL_RADIUS * steps)
+        assert row["time_offline_over_teacher"] == pytest.approx(row["policies"]["time_offline_context"]["normalized"]
+                                                                 / teacher["normalized"])
         assert still["normalized"] == pytest.approx((-POINTGOAL_RADIUS * steps - task.ref_min)
                                                     / (task.ref_max - task.ref_min))
         for name in ("teacher", "time_offline_context", "time_zero_shot"):
