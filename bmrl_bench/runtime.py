@@ -15,8 +15,8 @@ were busy (a dataset build, colleagues' jobs):
 - `torch_threads`: the torch threads of one unit of work (a seed's fit and scoring), wherever it
   runs. The learners' updates are hundreds of small parallel regions each (about 530 per tiMe
   phase-1 update on halfcheetah-vel-lite), and each costs a second thread a sleep and a wake-up:
-  a 65,536-element multiply takes 14 us on one thread and 24 to 260 us on two, the most when the
-  other core is idle (waking an idle VM core is slow). So a second thread in one process gains
+  a 65,536-element multiply took 12 to 20 us on one thread and 24 to 260 us on two, the most when
+  the other core was least busy (waking an idle VM core is slow). So a second thread in one process gains
   little at these sizes and can lose more than half (issue 15: 4.4 updates/s on 2 threads against
   10 on 1); processes, one thread each, are the default way to use more cores.
 """
