@@ -15,11 +15,11 @@ and compares every episode return with the submitted one: max |difference| and m
 
     python benchmarks/verify_drift.py                                  # pointgoal-3 (built or built now)
     python benchmarks/verify_drift.py --suite halfcheetah-vel-lite     # a MuJoCo suite, if built
-    python benchmarks/verify_drift.py --mujoco-card                    # a tiny HalfCheetah-Vel suite built here
+    python benchmarks/verify_drift.py --mujoco-card halfcheetah-vel    # a tiny suite of that family built here
 
-`--mujoco-card` builds a throw-away HalfCheetah-Vel suite (2 train, 2 test tasks, 200-step
-episodes, tiny data) in a temporary Minari root: enough to measure re-run drift of
-MuJoCo physics when no MuJoCo suite is built on this machine.
+`--mujoco-card FAMILY` builds a throw-away suite of a MuJoCo family (2 train, 2 test tasks,
+the family's episode length, tiny data) in a temporary Minari root: enough to measure
+the re-run drift of MuJoCo physics when no MuJoCo suite is built on this machine.
 """
 from __future__ import annotations
 
@@ -33,11 +33,11 @@ from pathlib import Path
 from typing import Any
 
 TINY_MUJOCO_CARD = """
-name = "drift-halfcheetah"
+name = "drift-{family}"
 version = 0
-family = "halfcheetah-vel"
-description = "Throw-away HalfCheetah-Vel suite for benchmarks/verify_drift.py."
-episode_length = 200
+family = "{family}"
+description = "Throw-away {family} suite for benchmarks/verify_drift.py."
+episode_length = {episode_length}
 train_tasks = [0.5, 2.5]
 test_tasks = [1.0, 2.0]
 reference_episodes = 10
@@ -94,6 +94,7 @@ def measure(suite: str, algorithm: str, seeds: list[int], config: str | None, wo
     from bmrl_bench.harness import evaluate, reevaluate
     from bmrl_bench.results import parse_results
 
+    threads_before = torch.get_num_threads()
     torch.set_num_threads(1)
     t0 = time.perf_counter()
     run = evaluate(algorithm, suite, seeds=seeds, overrides=SHORT[algorithm] or None, config_name=config,
@@ -115,15 +116,15 @@ def measure(suite: str, algorithm: str, seeds: list[int], config: str | None, wo
         worst_abs, worst_rel, n = _diffs(submitted, again.returns)
         row[variant] = {"max_abs": worst_abs, "max_rel": worst_rel, "episodes": n,
                         "wall_s": round(again.wall_time_s, 2)}
-    torch.set_num_threads(1)
+    torch.set_num_threads(threads_before)
     return row
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--suite", default="pointgoal-3", help="A suite built on this machine (built now if missing).")
-    parser.add_argument("--mujoco-card", action="store_true",
-                        help="Measure on a tiny HalfCheetah-Vel suite built here.")
+    parser.add_argument("--mujoco-card", choices=["halfcheetah-vel", "hopper-vel"], default=None,
+                        help="Measure on a tiny suite of this MuJoCo family, built here (its family's episode length).")
     parser.add_argument("--algos", default="batch-sac,pearl,time,bcq,random,oracle", help="Comma-separated algorithms.")
     parser.add_argument("--seeds", default="0,1,2")
     parser.add_argument("--config", default=None, help="Named config (default: the suite's / family's).")
@@ -135,12 +136,16 @@ def main() -> None:
     if args.mujoco_card:
         cards = work / "cards"
         cards.mkdir()
-        (cards / "drift-halfcheetah.toml").write_text(TINY_MUJOCO_CARD)
+        from bmrl_bench.families import get_family
+
+        suite = f"drift-{args.mujoco_card}"
+        length = get_family(args.mujoco_card).default_episode_length
+        (cards / f"{suite}.toml").write_text(TINY_MUJOCO_CARD.format(family=args.mujoco_card, episode_length=length))
         extra = os.environ.get("BMRL_BENCH_CARDS", "")
         os.environ["BMRL_BENCH_CARDS"] = os.pathsep.join(filter(None, [str(cards), extra]))
         os.environ["MINARI_DATASETS_PATH"] = str(work / "minari")
         os.environ["BMRL_BENCH_CACHE"] = str(work / "cache")
-        suite, config = "drift-halfcheetah", config or "halfcheetah-vel-lite"
+        config = config or f"{args.mujoco_card}-lite"
         from bmrl_bench.build import ensure_built
         from bmrl_bench.suites import get_card
 

@@ -10,6 +10,7 @@ from typing import Any
 import pytest
 
 from bmrl_bench import harness
+from bmrl_bench.board.agreement import tolerance
 from bmrl_bench.board.store import CHECKPOINTS, RECORD
 from bmrl_bench.errors import SubmissionError
 from bmrl_bench.executor import LocalExecutor
@@ -135,9 +136,12 @@ def test_tampered_returns_with_honest_checkpoints_are_refused(
     with pytest.raises(SubmissionError) as info:
         submit(path, board, suite_reference, checkpoints=ckpt)
     claimed, actual = run.episode_returns[2] + 0.5, run.episode_returns[2]
+    abs_tol, rel_tol = tolerance("pointgoal")
+    allowed = abs_tol + rel_tol * abs(actual)
     assert str(info.value) == (
         f"{path}: the board's re-run from the checkpoints disagrees at seed 1, task {run.task_index:02d}, episode 2:"
-        f" submitted {claimed!r}, re-run {actual!r} (difference {abs(claimed - actual):.3g}, allowed 0) on pointgoal;"
+        f" submitted {claimed!r}, re-run {actual!r} (difference {abs(claimed - actual):.3g}, allowed {allowed:.3g})"
+        " on pointgoal;"
         " submit the returns these checkpoints produce"
     )
     assert tree_digest(board) == before
@@ -210,3 +214,37 @@ def test_the_oracle_is_verified_with_the_suite_bound(tiny_suite: Path, tmp_path:
                            checkpoint_dir=tmp_path / "ckpt")
     entry = submit(run.path, tmp_path / "board", suite_reference, checkpoints=tmp_path / "ckpt")
     assert entry.verified and entry.verification.max_abs_diff == 0.0
+
+
+def test_returns_within_the_tolerance_are_verified_with_the_boards_own(
+    tiny_suite: Path, honest: tuple[Path, Path], tmp_path: Path
+) -> None:
+    """A re-run that drifts within the measured tolerance (here: the submission is off by a tenth of it) agrees;
+    the board keeps and scores its own returns."""
+    results, ckpt = honest
+    abs_tol, rel_tol = tolerance("pointgoal")
+    original = load_results(results)
+
+    def nudged(d: dict[str, Any]) -> None:
+        r = d["returns"][0]["episode_returns"]
+        r[0] += 0.1 * (abs_tol + rel_tol * abs(r[0]))
+
+    entry = submit(edited(results, tmp_path / "nudged.json", nudged), tmp_path / "board", suite_reference,
+                   checkpoints=ckpt)
+    assert entry.verified and entry.verification.max_abs_diff > 0.0
+    record = json.loads((tmp_path / "board" / CHECKPOINTS / entry.entry_id / RECORD).read_text())
+    assert sorted((r["seed"], r["task_index"], r["episode_returns"]) for r in record["returns"]) == sorted(
+        (r.seed, r.task_index, r.episode_returns) for r in original.returns)  # the board's returns, not the file's
+
+
+def test_the_drift_measurement_script_runs(tiny_suite: Path, tmp_path: Path) -> None:
+    """benchmarks/verify_drift.py's measurement on the tiny suite: the random policy re-runs exactly everywhere."""
+    import importlib.util
+
+    script = Path(__file__).resolve().parents[1] / "benchmarks" / "verify_drift.py"
+    spec = importlib.util.spec_from_file_location("verify_drift", script)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    row = module.measure(TINY, "random", [0, 1, 2], None, tmp_path)
+    assert [row[v]["max_abs"] for v in module.VARIANTS] == [0.0] * 4
+    assert [row[v]["episodes"] for v in module.VARIANTS] == [9] * 4  # 3 seeds x 1 test task x 3 episodes
