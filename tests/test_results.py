@@ -4,7 +4,7 @@ from __future__ import annotations
 import copy
 import hashlib
 import json
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -89,7 +89,7 @@ def refused(tmp_path: Path, data: Any) -> str:
 def test_round_trip_is_exact_and_canonical(tmp_path: Path) -> None:
     r = parse_results(results_dict())
     assert SCHEMA_VERSION == 1
-    assert r.created == datetime(2024, 5, 1, 12, tzinfo=timezone.utc)
+    assert r.created == datetime(2024, 5, 1, 12, tzinfo=UTC)
     path = tmp_path / "out" / "r.json"
     write_results(r, path)
     back = load_results(path)
