@@ -71,7 +71,9 @@ def time_shard(family_name: str, members: int, warmup: int, updates: int, hidden
     # Timed from the first step's mark (set-up excluded); the first mark after the warm-up splits the two regimes.
     split_step = min(s for s in marks if s > warmup)
     split = marks[split_step]
-    return ShardTiming(family_name, members, (split - marks[1]) / (split_step - 1), (end - split) / (warmup + updates - split_step))
+    return ShardTiming(
+        family_name, members, (split - marks[1]) / (split_step - 1), (end - split) / (warmup + updates - split_step)
+    )
 
 
 def memory_per_transition(family_name: str, steps: int) -> float:
@@ -168,7 +170,8 @@ def extrapolate(measured: dict[str, Any], suite: str, tasks_per_shard: int | Non
     b = card.behaviour
 
     def shard_seconds(k: int) -> float:
-        return b.learning_starts * (warm[0] + warm[1] * k) + (b.steps_per_task - b.learning_starts) * (upd[0] + upd[1] * k)
+        return (b.learning_starts * (warm[0] + warm[1] * k)
+                + (b.steps_per_task - b.learning_starts) * (upd[0] + upd[1] * k))
 
     behaviour_s = sum(shard_seconds(k) for k in shards)
     # The expert: one 1-member SAC, one update per environment step (assumed: as a 1-member shard), up to
@@ -186,27 +189,33 @@ def extrapolate(measured: dict[str, Any], suite: str, tasks_per_shard: int | Non
         "tasks_per_shard": size,
         "cpu_hours": (behaviour_s + expert_s + refs_s) / 3600,
         "longest_unit_hours": max(max(shard_seconds(k) for k in shards), expert_s) / 3600,
-        "peak_memory_per_unit_gb": (measured["base_memory_bytes"] + max(shards) * b.steps_per_task * m["memory_bytes_per_transition"]) / 2**30,
+        "peak_memory_per_unit_gb": (
+            measured["base_memory_bytes"] + max(shards) * b.steps_per_task * m["memory_bytes_per_transition"]
+        ) / 2**30,
         "disk_gb": disk / 2**30,
         "disk_peak_during_build_gb": 2 * disk / 2**30,  # finished shards are cached until their tasks are published
     }
 
 
 def table(rows: list[dict[str, Any]]) -> str:
-    head = "| suite | tasks | transitions | shards | CPU-hours | longest unit (h) | peak memory / unit (GB) | disk (GB) |"
+    head = ("| suite | tasks | transitions | shards | CPU-hours | longest unit (h) "
+            "| peak memory / unit (GB) | disk (GB) |")
     lines = [head, "|---|---|---|---|---|---|---|---|"]
     for r in rows:
         lines.append(f"| {r['suite']} | {r['tasks']} | {r['transitions']:,} | {r['shards']} x {r['tasks_per_shard']} | "
-                     f"{r['cpu_hours']:.1f} | {r['longest_unit_hours']:.1f} | {r['peak_memory_per_unit_gb']:.1f} | {r['disk_gb']:.2f} |")
+                     f"{r['cpu_hours']:.1f} | {r['longest_unit_hours']:.1f} | {r['peak_memory_per_unit_gb']:.1f} | "
+                     f"{r['disk_gb']:.2f} |")
     return "\n".join(lines)
 
 
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--members", type=int, nargs="+", default=[1, 4], help="shard sizes K to time")
-    parser.add_argument("--warmup", type=int, default=400, help="random steps timed per shard (at least the batch size)")
+    parser.add_argument("--warmup", type=int, default=400,
+                        help="random steps timed per shard (at least the batch size)")
     parser.add_argument("--updates", type=int, default=600, help="steps with SAC updates timed per shard")
-    parser.add_argument("--memory-steps", type=int, default=10000, help="transitions per task for the memory and disk probes")
+    parser.add_argument("--memory-steps", type=int, default=10000,
+                        help="transitions per task for the memory and disk probes")
     parser.add_argument("--json", type=Path, help="also write the measurements and extrapolations here")
     parser.add_argument("--from-json", type=Path, help="skip measuring: extrapolate from an earlier --json file")
     args = parser.parse_args(argv)
@@ -221,7 +230,9 @@ def main(argv: list[str] | None = None) -> None:
     print("\nAs the cards are (tasks_per_shard unset: one shard):\n" + table(as_is))
     print("\nWith tasks_per_shard = 1:\n" + table(one_per_shard))
     if args.json:
-        args.json.write_text(json.dumps({"measured": measured, "as_is": as_is, "one_per_shard": one_per_shard}, indent=2))
+        args.json.write_text(
+            json.dumps({"measured": measured, "as_is": as_is, "one_per_shard": one_per_shard}, indent=2)
+        )
 
 
 if __name__ == "__main__":

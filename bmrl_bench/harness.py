@@ -26,7 +26,14 @@ import numpy as np
 import torch
 
 from bmrl_bench import __version__
-from bmrl_bench.algorithms import EnvSpec, LogFn, MetaTrainData, Privileged, config_to_dict, get_algorithm, resolve_config
+from bmrl_bench.algorithms import (
+    EnvSpec,
+    MetaTrainData,
+    Privileged,
+    config_to_dict,
+    get_algorithm,
+    resolve_config,
+)
 from bmrl_bench.build import ensure_built
 from bmrl_bench.data import Batch, Suite, load_suite
 from bmrl_bench.executor import Executor, LocalExecutor, ProgressFn, Resources, report
@@ -54,7 +61,9 @@ def git_commit() -> tuple[str | None, bool]:
     """(commit, dirty) of the source tree this package runs from, if it is a git checkout."""
     here = Path(__file__).resolve().parent.parent
     try:
-        commit = subprocess.run(["git", "-C", str(here), "rev-parse", "HEAD"], capture_output=True, text=True, timeout=5)
+        commit = subprocess.run(
+            ["git", "-C", str(here), "rev-parse", "HEAD"], capture_output=True, text=True, timeout=5
+        )
         if commit.returncode != 0:
             return None, False
         status = subprocess.run(["git", "-C", str(here), "status", "--porcelain", "--untracked-files=no"],
@@ -144,7 +153,9 @@ def _run_seed(seed: int, ctx: RunContext) -> SeedResult:
 
             with tempfile.TemporaryDirectory() as tmp:
                 algo.save(Path(tmp) / name)
-                checkpoint = {str(f.relative_to(tmp)): f.read_bytes() for f in sorted(Path(tmp).rglob("*")) if f.is_file()}
+                checkpoint = {
+                    str(f.relative_to(tmp)): f.read_bytes() for f in sorted(Path(tmp).rglob("*")) if f.is_file()
+                }
         else:
             algo.save(Path(ctx.checkpoint_dir) / name)
 
@@ -236,7 +247,10 @@ def evaluate(
             "name": suite.name,
             "version": card.version,
             "datasets": [
-                {"task_index": t.index, "dataset_id": t.dataset_id, "split": t.split, "param": t.param, "checksum": t.checksum}
+                {
+                    "task_index": t.index, "dataset_id": t.dataset_id, "split": t.split, "param": t.param,
+                    "checksum": t.checksum,
+                }
                 for t in suite.tasks
             ],
         },
@@ -247,7 +261,7 @@ def evaluate(
         "code": {"package_version": __version__, "git_commit": commit, "dirty": dirty},
         "hardware": hardware(device),
         "wall_time_s": {k: round(v, 3) for k, v in wall.items()},
-        "created": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
+        "created": dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
     }
     model = parse_results(results, "eval")
     path = None
@@ -274,6 +288,7 @@ def per_task_table(results: dict[str, Any], suite: Suite) -> list[dict[str, Any]
             "normalized": float(normalize(rets.mean(), task.ref_min, task.ref_max)),
         })
     return rows
+
 
 # ---------------------------------------------------------------------------- scoring and re-evaluation
 

@@ -86,10 +86,13 @@ class EvalProtocol:
 PROTOCOLS: dict[str, EvalProtocol] = {
     p.name: p
     for p in (
-        EvalProtocol("zero-shot", 1, "tiMe's protocol: no update, no exploration; context = the current episode's transitions, empty at its start."),
-        EvalProtocol("offline-context", 1, "FOCAL's protocol: context = transitions sampled from the test task's offline dataset; none from the episode.",
+        EvalProtocol("zero-shot", 1, "tiMe's protocol: no update, no exploration; "
+                     "context = the current episode's transitions, empty at its start."),
+        EvalProtocol("offline-context", 1, "FOCAL's protocol: context = transitions sampled from the test task's "
+                     "offline dataset; none from the episode.",
                      {"context_transitions": 200}),
-        EvalProtocol("few-shot", 1, "PEARL's protocol: unscored exploration episodes, then scored episodes that keep and extend that context.",
+        EvalProtocol("few-shot", 1, "PEARL's protocol: unscored exploration episodes, "
+                     "then scored episodes that keep and extend that context.",
                      {"exploration_episodes": 2}),
     )
 }

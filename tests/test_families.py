@@ -24,7 +24,6 @@ from bmrl_bench.families import (
     register_envs,
 )
 
-
 # --------------------------------------------------------------------------- registry
 
 
@@ -282,7 +281,7 @@ def test_hopper_vel_falls_under_constant_action() -> None:
     env = HopperVelEnv(target_velocity=1.0)
     env.reset(seed=0)
     a = np.array([1.0, -1.0, 1.0])
-    for t in range(1000):
+    for t in range(1000):  # noqa: B007 - t is read after the loop: the step the hopper fell at
         _, reward, terminated, truncated, info = env.step(a)
         assert terminated == (not env.is_healthy)
         assert reward == pytest.approx(

@@ -28,7 +28,9 @@ class Recorder:
 
 def _batch(n: int = 50) -> Batch:
     z = np.zeros((n, 2), np.float32)
-    return Batch(z, z, np.zeros(n, np.float32), z, np.zeros(n, np.float32), np.zeros(n, np.float32), np.zeros(n, np.int64))
+    return Batch(
+        z, z, np.zeros(n, np.float32), z, np.zeros(n, np.float32), np.zeros(n, np.float32), np.zeros(n, np.int64)
+    )
 
 
 def _run(name: str, episodes: int = 2) -> tuple[list[float], list[str]]:
