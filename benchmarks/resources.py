@@ -84,7 +84,7 @@ def memory_per_transition(family_name: str, steps: int) -> float:
     """
     import tracemalloc
 
-    from bmrl_bench.build import TaskData
+    from bmrl_bench.builder import TaskData
     from bmrl_bench.collect import collect_behaviour
     from bmrl_bench.families import get_family
     from bmrl_bench.suites import BehaviourRecipe
@@ -106,7 +106,7 @@ def memory_per_transition(family_name: str, steps: int) -> float:
 
 def disk_per_transition(family_name: str, steps: int) -> float:
     """Bytes on disk per transition of a dataset written exactly as a build writes it (random-policy data)."""
-    from bmrl_bench.build import TaskData, write_dataset
+    from bmrl_bench.builder import TaskData, write_dataset
     from bmrl_bench.collect import collect_behaviour
     from bmrl_bench.families import get_family
     from bmrl_bench.suites import BehaviourRecipe, SuiteCard
@@ -128,7 +128,7 @@ def disk_per_transition(family_name: str, steps: int) -> float:
 def measure(members: list[int], warmup: int, updates: int, mem_steps: int) -> dict[str, Any]:
     import torch
 
-    import bmrl_bench.build  # noqa: F401 - everything a unit imports, for the baseline below
+    import bmrl_bench.builder  # noqa: F401 - everything a unit imports, for the baseline below
     from bmrl_bench.families import get_family
 
     torch.set_num_threads(1)

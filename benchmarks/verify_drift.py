@@ -146,7 +146,7 @@ def main() -> None:
         os.environ["MINARI_DATASETS_PATH"] = str(work / "minari")
         os.environ["BMRL_BENCH_CACHE"] = str(work / "cache")
         config = config or f"{args.mujoco_card}-lite"
-        from bmrl_bench.build import ensure_built
+        from bmrl_bench.builder import ensure_built
         from bmrl_bench.suites import get_card
 
         t0 = time.perf_counter()

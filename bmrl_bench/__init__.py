@@ -9,8 +9,8 @@ from __future__ import annotations
 from typing import Any
 
 from bmrl_bench.registration import register_envs
+from bmrl_bench.version import __version__
 
-__version__ = "0.1.0"
 __all__ = ["__version__", "evaluate", "get_algorithm", "list_suites", "load_suite", "register_envs"]
 
 register_envs()  # the families' Gymnasium ids (strings only: MuJoCo loads on the first gym.make)

@@ -176,7 +176,7 @@ def datasets_build(
     """Collect the behaviour data of a suite and write it as Minari datasets (one torch thread: reproducible bytes)."""
     inputs.check_suite(suite)
     inputs.check_executor(executor, address)
-    from bmrl_bench.build import build_suite
+    from bmrl_bench.builder import build_suite
 
     t0 = time.perf_counter()
     with make_executor(executor, address, workers) as ex, executor_display(ex) as update:

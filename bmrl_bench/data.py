@@ -1,6 +1,6 @@
 """Loading a suite's Minari datasets as flat numpy arrays, and their status (built, missing, damaged).
 
-This module only reads: writing datasets is `bmrl_bench.build`'s job (`ensure_built`
+This module only reads: writing datasets is `bmrl_bench.builder`'s job (`ensure_built`
 builds what `missing_tasks` names).
 
 Minari's own loader iterates episodes one by one (about 1.8 ms each for short
@@ -322,7 +322,7 @@ def _test_task_info(card: SuiteCard, index: int, root: Path) -> TaskInfo:
 def load_suite(name: str) -> Suite:
     """The meta-train batches of suite `name` as arrays, plus task parameters and splits.
 
-    The datasets must be built (`bmrl_bench.build.ensure_built` builds the missing ones).
+    The datasets must be built (`bmrl_bench.builder.ensure_built` builds the missing ones).
     """
     card = get_card(name)
     root = datasets_root()

@@ -17,7 +17,7 @@ from typing import Any
 import numpy as np
 
 from bmrl_bench.algorithms import ProbedFit, get_algorithm, load_algorithm, resolve_config
-from bmrl_bench.build import ensure_built
+from bmrl_bench.builder import ensure_built
 from bmrl_bench.data import Suite, load_suite
 from bmrl_bench.errors import BmrlError
 from bmrl_bench.meta_data import meta_train_data, spec_of

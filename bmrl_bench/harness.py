@@ -25,7 +25,6 @@ from typing import Any
 import numpy as np
 import torch
 
-from bmrl_bench import __version__
 from bmrl_bench.algorithms import (
     EnvSpec,
     MetaTrainData,
@@ -34,13 +33,14 @@ from bmrl_bench.algorithms import (
     get_algorithm,
     resolve_config,
 )
-from bmrl_bench.build import ensure_built
+from bmrl_bench.builder import ensure_built
 from bmrl_bench.data import Batch, Suite, load_suite
 from bmrl_bench.executor import Executor, LocalExecutor, ProgressFn, Resources, report
 from bmrl_bench.meta_data import meta_train_data, spec_of  # noqa: F401 - re-exported: callers imported them from here
 from bmrl_bench.protocols import DEFAULT_PROTOCOL, EvalProtocol, episode_seed, get_protocol
 from bmrl_bench.runtime import torch_threads
 from bmrl_bench.unit_progress import phase_progress
+from bmrl_bench.version import __version__
 
 DEFAULT_SUITE = "pointgoal-3"
 DEFAULT_SEEDS = (0, 1, 2)

@@ -87,7 +87,7 @@ class Oracle(BaseAlgorithm, Privileged):
         log("fit", 1, 1, {})  # nothing to learn: it replays the suite's experts
 
     def policy_for(self, index: int, param: float):  # noqa: ANN201 - a Policy callable
-        from bmrl_bench.build import behaviour_policy_path, load_expert
+        from bmrl_bench.builder import behaviour_policy_path, load_expert
         from bmrl_bench.collect import expert_policy
         from bmrl_bench.learners.sac import load_member_actor
 

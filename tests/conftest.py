@@ -24,7 +24,7 @@ def _minari_root(tmp_path_factory: pytest.TempPathFactory, monkeypatch: pytest.M
 @pytest.fixture(scope="session")
 def tiny_root(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """The tiny suite, built once per session into its own Minari root (read-only for tests)."""
-    from bmrl_bench.build import build_suite
+    from bmrl_bench.builder import build_suite
 
     root = tmp_path_factory.mktemp("tiny-built")
     with pytest.MonkeyPatch.context() as mp:  # a session/module fixture cannot take `monkeypatch`

@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 
 from bmrl_bench import data as data_mod
-from bmrl_bench.build import LOCKS, STALE_REFERENCES, build_suite, ensure_built, pipeline, verify_suite, writer
+from bmrl_bench.builder import LOCKS, STALE_REFERENCES, build_suite, ensure_built, pipeline, verify_suite, writer
 from bmrl_bench.data import NotATestTaskError, load_suite, read_episodes
 from bmrl_bench.errors import ChecksumMismatchError, DatasetCorruptError, DatasetMissingError
 from bmrl_bench.suites import get_card

@@ -9,7 +9,7 @@ from typing import Any
 
 import pytest
 
-from bmrl_bench.build import UnitCache, build_suite, expert_dir, verify_suite
+from bmrl_bench.builder import UnitCache, build_suite, expert_dir, verify_suite
 from bmrl_bench.data import read_metadata
 from bmrl_bench.errors import BmrlError
 from bmrl_bench.executor import (

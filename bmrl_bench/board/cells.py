@@ -17,7 +17,7 @@ STATUS = (
     "`verified`: the board re-ran every seed from the submitted checkpoints (same protocol, same episode seeds) and got"
     " the submitted returns; its own returns are scored, and its record (`checkpoints/<entry>/verification.json`) keeps"
     " them with the sha256 of every checkpoint file; the checkpoints sit beside it, or in `archive/` (not in git) when"
-    " an entry's exceed 6 MB. `self-reported`: the returns are the submitter's. Every return on the board is feasible"
+    " an entry's exceed 32 MB. `self-reported`: the returns are the submitter's. Every return on the board is feasible"
     " (within the task family's bounds for the episode length)."
 )
 LOCAL = (

@@ -23,7 +23,7 @@ from bmrl_bench.errors import SubmissionError
 from bmrl_bench.results import CodeInfo, ResultsFile, RunReturns
 
 RECORD_FORMAT = 1
-STORE_LIMIT_BYTES = 6 * 1024 * 1024  # an entry's checkpoints up to this go into git (checkpoints/), larger to archive/
+STORE_LIMIT_BYTES = 32 * 1024 * 1024  # an entry's checkpoints up to this go into git (checkpoints/), larger to archive/
 
 
 def sha256(data: bytes) -> str:

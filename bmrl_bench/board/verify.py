@@ -140,7 +140,7 @@ def verify(
             " submit the returns these checkpoints produce"
         )
     commit, dirty = git_commit()
-    from bmrl_bench import __version__
+    from bmrl_bench.version import __version__
 
     record = rec.VerificationRecord(
         format=rec.RECORD_FORMAT,

@@ -14,12 +14,12 @@ that finished; the same card gives the same bytes under every executor.
 """
 from __future__ import annotations
 
-from bmrl_bench.build.pipeline import BuildReport, build_suite, ensure_built
-from bmrl_bench.build.policies import expert_dir, expert_from_state, load_expert
-from bmrl_bench.build.reference_scores import REFERENCE_SEED, BuildError
-from bmrl_bench.build.task_data import TaskData
-from bmrl_bench.build.units import UnitCache, run_build_unit
-from bmrl_bench.build.writer import LOCKS, write_dataset
+from bmrl_bench.builder.pipeline import BuildReport, build_suite, ensure_built
+from bmrl_bench.builder.policies import expert_dir, expert_from_state, load_expert
+from bmrl_bench.builder.reference_scores import REFERENCE_SEED, BuildError
+from bmrl_bench.builder.task_data import TaskData
+from bmrl_bench.builder.units import UnitCache, run_build_unit
+from bmrl_bench.builder.writer import LOCKS, write_dataset
 from bmrl_bench.data import (
     STALE_REFERENCES,
     VerifyRow,

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from bmrl_bench.build.policies import family_obs_dim
+from bmrl_bench.builder.policies import family_obs_dim
 from bmrl_bench.collect import evaluate_policy, expert_policy, random_policy
 from bmrl_bench.errors import BmrlError
 from bmrl_bench.families import Family

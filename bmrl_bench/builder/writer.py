@@ -18,13 +18,13 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-from bmrl_bench import __version__
-from bmrl_bench.build.reference_scores import reference_range
-from bmrl_bench.build.task_data import TaskData
+from bmrl_bench.builder.reference_scores import reference_range
+from bmrl_bench.builder.task_data import TaskData
 from bmrl_bench.data import behaviour_policy_path, content_checksum, dataset_dir, read_episodes, read_metadata
 from bmrl_bench.families import Family
 from bmrl_bench.fsutil import atomic_write_text, replace_dir, temp_dir
 from bmrl_bench.suites import SuiteCard
+from bmrl_bench.version import __version__
 
 CODE_PERMALINK = "https://github.com/bmrl-bench/bmrl-bench"
 LOCKS = "locks"  # `<root>/.staging/locks/<suite>.lock`: see `suite_lock`

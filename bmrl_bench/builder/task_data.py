@@ -3,7 +3,7 @@
 `TaskData` is a dataset's `Episodes` (the same arrays `bmrl_bench.data` reads back)
 plus the task parameter and the behaviour SAC's final actor. Compact arrays, not
 per-step lists: shard results travel between processes and machines and are cached
-on disk (`to_arrays` / `from_arrays`, see `bmrl_bench.build.units.UnitCache`).
+on disk (`to_arrays` / `from_arrays`, see `bmrl_bench.builder.units.UnitCache`).
 """
 from __future__ import annotations
 

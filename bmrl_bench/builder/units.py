@@ -20,9 +20,9 @@ from typing import Any
 
 import numpy as np
 
-from bmrl_bench.build.policies import expert_from_state, family_act_dim, family_obs_dim
-from bmrl_bench.build.reference_scores import reference_returns
-from bmrl_bench.build.task_data import TaskData
+from bmrl_bench.builder.policies import expert_from_state, family_act_dim, family_obs_dim
+from bmrl_bench.builder.reference_scores import reference_returns
+from bmrl_bench.builder.task_data import TaskData
 from bmrl_bench.collect import ExpertTraining, collect_behaviour, train_expert
 from bmrl_bench.executor import report
 from bmrl_bench.families import get_family
