@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import sys
 import time
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -136,29 +136,26 @@ def datasets_list() -> None:
     from rich import box
     from rich.table import Table
 
-    from bmrl_bench.data import datasets_root, missing_tasks, suite_bytes
-    from bmrl_bench.suites import get_card, list_suites
+    from bmrl_bench.data import datasets_status
 
-    root = datasets_root()
+    status = datasets_status()
     # Fits 80 columns: no rules between columns, one space of padding, the size inside `built`.
     # Only the task lists may wrap, on narrower terminals.
-    table = Table(box=box.SIMPLE_HEAD, show_edge=False, padding=(0, 1, 0, 0), caption=f"datasets in {root}",
+    table = Table(box=box.SIMPLE_HEAD, show_edge=False, padding=(0, 1, 0, 0), caption=f"datasets in {status.root}",
                   caption_justify="left")
     table.add_column("suite", no_wrap=True)  # the name users type: never cut
     table.add_column("train tasks")
     table.add_column("test tasks")
     table.add_column("steps", justify="right", no_wrap=True)  # per episode
     table.add_column("built", no_wrap=True)
-    for name in list_suites():
-        card = get_card(name)
-        built = card.num_tasks - len(missing_tasks(card, root))
-        size = f", {_human_bytes(suite_bytes(card, root), digits=0)}" if built else ""
-        table.add_row(name, _task_list(card.train_tasks), _task_list(card.test_tasks), str(card.episode_length),
-                      f"{built}/{card.num_tasks}{size}")
+    for suite in status.suites:
+        size = f", {_human_bytes(suite.bytes, digits=0)}" if suite.built else ""
+        table.add_row(suite.name, _task_list(suite.train_tasks), _task_list(suite.test_tasks),
+                      str(suite.episode_length), f"{suite.built}/{suite.num_tasks}{size}")
     console.print(table)
 
 
-def _task_list(params: list[float], most: int = 3) -> str:
+def _task_list(params: Sequence[float], most: int = 3) -> str:
     """`0, 90, 180`; a longer list as its count and range, so the table fits a terminal."""
     if len(params) <= most:
         return ", ".join(f"{p:g}" for p in params)
@@ -198,17 +195,17 @@ def datasets_info(dataset_id: str = typer.Argument(..., help="e.g. bmrl/pointgoa
 
     from rich.table import Table
 
-    from bmrl_bench.data import read_episodes, read_metadata
+    from bmrl_bench.data import dataset_info
 
-    meta = read_metadata(dataset_id)
-    returns = read_episodes(dataset_id).episode_returns()
+    info = dataset_info(dataset_id)
+    meta = info.metadata
     env_spec = meta.get("env_spec")
     rows = [
         ("suite", f"{meta['bmrl_suite']} v{meta['bmrl_suite_version']} ({meta['bmrl_family']})"),
         ("split", meta["bmrl_split"]),
         ("task parameter", f"{meta['bmrl_param_name']} = {meta['bmrl_task_param']}"),
         ("episodes / steps", f"{meta['total_episodes']} / {meta['total_steps']}"),
-        ("episode returns", f"min {returns.min():.1f}, mean {returns.mean():.1f}, max {returns.max():.1f}"),
+        ("episode returns", f"min {info.returns_min:.1f}, mean {info.returns_mean:.1f}, max {info.returns_max:.1f}"),
         ("behaviour", json.dumps(meta["bmrl_behaviour"])),
         ("ref_min_score", f"{meta['ref_min_score']:.2f} (uniform random policy)"),
         ("ref_max_score", f"{meta['ref_max_score']:.2f} ({meta['bmrl_ref_max_source']} policy)"),
@@ -329,7 +326,7 @@ def bench_cmd(
     """Training speed: our BCQ and SAC against d3rlpy's, and every training loop, with counted FLOPs and bounds."""
     if json_path is not None:
         inputs.check_file_to_write(json_path, "--json")
-    from bmrl_bench.bench.run import GROUPS
+    from bmrl_bench.bench import GROUPS, bench  # loads no torch: the settings below still take effect
 
     groups = [g.strip() for g in only.split(",") if g.strip()] if only else None
     bad = [g for g in groups or [] if g not in GROUPS]
@@ -337,19 +334,16 @@ def bench_cmd(
         raise InputError(f"--only: unknown row group '{bad[0] if bad else only}'; groups: {', '.join(GROUPS)}")
     from bmrl_bench.runtime import keep_freed_memory, sleep_idle_omp_threads
 
-    runtime = {"omp_passive": sleep_idle_omp_threads(), "keep_freed_memory": keep_freed_memory()}  # before torch loads
+    # main() applies them for every command; again here, before `check_device` may load torch, for the JSON's record
+    runtime = {"omp_passive": sleep_idle_omp_threads(), "keep_freed_memory": keep_freed_memory()}
     inputs.check_device(device)
-    from bmrl_bench.bench import bench_info, row_notes, rows_table, run_bench, write_json
-
-    rows = run_bench(quick=quick, device=device, threads=threads or None, only=groups,
-                     progress=lambda m: err_console.print(f"bench: {m}"))
-    info = bench_info(threads or None, device) | {"runtime": runtime}
+    report = bench(quick=quick, device=device, threads=threads or None, only=groups, runtime=runtime,
+                   json_path=json_path, progress=lambda m: err_console.print(f"bench: {m}"))
     out = console if console.is_terminal else Console(width=120)  # a pipe or a file gets the whole table
-    out.print(rows_table(rows, info))
-    for line in row_notes(rows):
+    out.print(report.table())
+    for line in report.notes():
         out.print(f"  {line}")
     if json_path is not None:
-        write_json(json_path, rows, info)
         console.print(f"wrote {json_path}")
 
 

@@ -21,7 +21,7 @@ import numpy as np
 
 from bmrl_bench.errors import BmrlError, ChecksumMismatchError, DatasetCorruptError, DatasetMissingError
 from bmrl_bench.families import Family, get_family
-from bmrl_bench.suites import SuiteCard, get_card
+from bmrl_bench.suites import SuiteCard, get_card, list_suites
 
 
 def datasets_root() -> Path:
@@ -131,6 +131,24 @@ def read_metadata(dataset_id: str, root: Path | None = None) -> dict:
     return meta
 
 
+@dataclass(frozen=True)
+class DatasetInfo:
+    """One dataset as `bmrl-bench datasets info` shows it: its metadata and its episodes' returns."""
+
+    dataset_id: str
+    metadata: dict[str, Any]
+    returns_min: float
+    returns_mean: float
+    returns_max: float
+
+
+def dataset_info(dataset_id: str, root: Path | None = None) -> DatasetInfo:
+    """The metadata of one dataset and the spread of its episode returns (the data is read and checked)."""
+    meta = read_metadata(dataset_id, root)
+    returns = read_episodes(dataset_id, root).episode_returns()
+    return DatasetInfo(dataset_id, meta, float(returns.min()), float(returns.mean()), float(returns.max()))
+
+
 # ---------------------------------------------------------------------------- status
 
 # The data is intact but its reference scores came from another expert recipe: a build
@@ -164,6 +182,41 @@ def missing_tasks(card: SuiteCard, root: Path) -> list[int]:
 def suite_bytes(card: SuiteCard, root: Path) -> int:
     d = root / card.namespace()
     return sum(f.stat().st_size for f in d.rglob("*") if f.is_file()) if d.exists() else 0
+
+
+@dataclass(frozen=True)
+class SuiteStatus:
+    """One suite: its card's splits and how many of its datasets are built and intact."""
+
+    name: str
+    train_tasks: tuple[float, ...]
+    test_tasks: tuple[float, ...]
+    episode_length: int
+    num_tasks: int
+    built: int
+    """Datasets that verify (the others are missing, damaged or stale: `missing_tasks`)."""
+    bytes: int
+    """On disk under the suite's folder of the Minari root."""
+
+
+@dataclass(frozen=True)
+class DatasetsStatus:
+    """Every suite (by name) and the Minari root its datasets were looked for in."""
+
+    root: Path
+    suites: tuple[SuiteStatus, ...]
+
+
+def datasets_status(root: Path | None = None) -> DatasetsStatus:
+    """What `bmrl-bench datasets list` shows: every suite's splits and its built datasets (each is checked)."""
+    root = root or datasets_root()
+    suites = []
+    for name in list_suites():
+        card = get_card(name)
+        suites.append(SuiteStatus(
+            name, tuple(card.train_tasks), tuple(card.test_tasks), card.episode_length, card.num_tasks,
+            built=card.num_tasks - len(missing_tasks(card, root)), bytes=suite_bytes(card, root)))
+    return DatasetsStatus(root, tuple(suites))
 
 
 @dataclass

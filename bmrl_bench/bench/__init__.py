@@ -42,14 +42,14 @@ phase 1 (one BCQ per meta-train task) of a suite card, ours (all tasks batched) 
 same recipe with d3rlpy learners (one learner at a time).
 
 Modules: `flops` (FLOP counts), `timing` (interleaved repeats), `cases` (synthetic batches,
-samplers, d3rlpy's learners), `loops` (the training loops), `run` (`run_bench` and its rows),
-`report` (rows, table, JSON).
+samplers, d3rlpy's learners), `loops` (the training loops), `run` (`bench`, the entry point, and `run_bench`, its rows),
+`report` (rows, table, JSON, `BenchReport`).
 """
 from __future__ import annotations
 
 from bmrl_bench.bench.flops import bcq_update_flops, counted_flops, mlp_flops, sac_update_flops
-from bmrl_bench.bench.report import BenchRow, bench_info, row_notes, rows_table, write_json
-from bmrl_bench.bench.run import GROUPS, run_bench
+from bmrl_bench.bench.report import BenchReport, BenchRow, bench_info, row_notes, rows_table, write_json
+from bmrl_bench.bench.run import GROUPS, bench, run_bench
 
-__all__ = ["GROUPS", "BenchRow", "bcq_update_flops", "bench_info", "counted_flops", "mlp_flops", "row_notes",
-           "rows_table", "run_bench", "sac_update_flops", "write_json"]
+__all__ = ["GROUPS", "BenchReport", "BenchRow", "bcq_update_flops", "bench", "bench_info", "counted_flops",
+           "mlp_flops", "row_notes", "rows_table", "run_bench", "sac_update_flops", "write_json"]

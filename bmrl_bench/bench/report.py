@@ -131,3 +131,20 @@ def write_json(path: Any, rows: Sequence[BenchRow], info: dict[str, Any]) -> Non
     from bmrl_bench.fsutil import atomic_write_text
 
     atomic_write_text(Path(path), json.dumps({"info": info, "rows": [r.as_dict() for r in rows]}, indent=2) + "\n")
+
+
+@dataclass(frozen=True)
+class BenchReport:
+    """What `bench` returns: the rows in table order and what they were measured on."""
+
+    rows: list[BenchRow]
+    info: dict[str, Any]
+
+    def table(self) -> Any:
+        return rows_table(self.rows, self.info)
+
+    def notes(self) -> list[str]:
+        return row_notes(self.rows)
+
+    def write_json(self, path: Any) -> None:
+        write_json(path, self.rows, self.info)

@@ -1,8 +1,10 @@
-"""`run_bench`: build every case, time them interleaved, turn the rates into rows (the recipe rows computed)."""
+"""`bench` (the rows, the machine, the JSON) and `run_bench`: build every case, time them interleaved, turn the
+rates into rows (the recipe rows computed)."""
 from __future__ import annotations
 
 import statistics
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -11,7 +13,7 @@ from bmrl_bench.bench.cases import ACT_DIM, OBS_DIM, d3rlpy_cases, env_step_rate
 from bmrl_bench.bench.flops import counted_flops
 from bmrl_bench.bench.loops import GROUPS as LOOP_GROUPS
 from bmrl_bench.bench.loops import Loop, training_loops
-from bmrl_bench.bench.report import BenchRow
+from bmrl_bench.bench.report import BenchReport, BenchRow, bench_info
 from bmrl_bench.bench.timing import Case, available_cores, cycle, measure
 
 RECIPE_SUITE = "halfcheetah-vel-lite"
@@ -20,6 +22,28 @@ RECIPE_SUITE = "halfcheetah-vel-lite"
 GROUPS = ("learners", *LOOP_GROUPS)
 """What `only` selects: `learners` (BCQ and SAC against d3rlpy, sampling and acting, the recipe) and each
 training loop of `loops.GROUPS`; the matmul ground is always measured."""
+
+
+def bench(
+    *,
+    quick: bool = False,
+    device: str = "cpu",
+    threads: int | None = None,
+    only: Sequence[str] | None = None,
+    progress: Callable[[str], None] | None = None,
+    runtime: Mapping[str, bool] | None = None,
+    json_path: Path | None = None,
+) -> BenchReport:
+    """`bmrl-bench bench`: `run_bench`'s rows and `bench_info`'s machine, written to `json_path` if given.
+
+    `runtime`: what the caller's process-wide settings (`bmrl_bench.runtime`, applied before torch loads)
+    returned, recorded in the info as they are.
+    """
+    rows = run_bench(quick=quick, device=device, threads=threads, only=only, progress=progress)
+    report = BenchReport(rows, bench_info(threads, device) | {"runtime": None if runtime is None else dict(runtime)})
+    if json_path is not None:
+        report.write_json(json_path)
+    return report
 
 
 def run_bench(
