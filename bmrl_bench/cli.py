@@ -375,20 +375,19 @@ def submit_cmd(
         inputs.check_existing_folder(checkpoints, "--checkpoints",
                                      "the folder `bmrl-bench eval --checkpoints DIR` wrote")
         inputs.check_executor(executor, address)
-    from bmrl_bench.leaderboard import render, submit
+    from bmrl_bench.leaderboard import submit_and_render
     from bmrl_bench.published import suite_reference
 
     if checkpoints is None:
-        entry = submit(results_file, board, suite_reference)
+        entry = submit_and_render(results_file, board, suite_reference)
     else:
         _set_threads(threads)
         with make_executor(executor, address, workers) as ex, executor_display(ex) as update:
-            entry = submit(results_file, board, suite_reference, checkpoints=checkpoints, executor=ex, progress=update,
-                           unit_cpus=max(1, threads))
+            entry = submit_and_render(results_file, board, suite_reference, checkpoints=checkpoints, executor=ex,
+                                      progress=update, unit_cpus=max(1, threads))
         check = entry.verification
         console.print(f"re-evaluated {len(entry.seeds)} seeds from {checkpoints} in {check.wall_time_s:.1f} s:"
                       f" every episode agrees (max |difference| {check.max_abs_diff:.3g})")
-    render(board, suite_reference)
     console.print(f"accepted: {escape(str(entry))}")
 
 

@@ -16,13 +16,22 @@ from __future__ import annotations
 import json
 import math
 import re
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from datetime import datetime
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
 import numpy as np
-from pydantic import BaseModel, ConfigDict, Field, Strict, ValidationError, field_validator, model_validator
+from pydantic import (
+    AfterValidator,
+    BaseModel,
+    ConfigDict,
+    Field,
+    Strict,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
 
 from bmrl_bench.errors import SubmissionError
 from bmrl_bench.fsutil import atomic_write_text
@@ -67,7 +76,16 @@ DATASET_ID_PATTERN = r"^bmrl/[a-z0-9-]+/task-\d{2}-v\d+$"
 _DATASET_ID_RE = re.compile(r"^bmrl/(?P<suite>[a-z0-9-]+)/task-(?P<task>\d{2})-v(?P<version>\d+)$")
 _INT64 = 2**63
 
-Name = Annotated[str, Field(pattern=NAME_PATTERN)]
+
+def _check_name(value: str) -> str:
+    # The pattern already excludes '/' and '\\'; '..' would still match it ("a..b").
+    if ".." in value:
+        raise ValueError(f"'{value}' must not contain '..'")
+    return value
+
+
+# A name that can become part of a path: the pattern, and no "..".
+Name = Annotated[str, Field(pattern=NAME_PATTERN), AfterValidator(_check_name)]
 Str = Annotated[str, Field(max_length=MAX_STR)]
 Int = Annotated[int, Field(ge=-_INT64, lt=_INT64)]
 NonNegInt = Annotated[int, Field(ge=0, lt=_INT64)]
@@ -78,10 +96,10 @@ class _Model(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True, strict=True, str_max_length=MAX_STR)
 
 
-def _check_name(value: str) -> str:
-    # The pattern already excludes '/' and '\\'; '..' would still match it ("a..b").
-    if ".." in value:
-        raise ValueError(f"'{value}' must not contain '..'")
+def _check_each(field: str, value: dict[str, Any], check: Callable[[str, Any], Any]) -> dict[str, Any]:
+    """Run `check(field.key, item)` on every item of a mapping; return the mapping."""
+    for key, item in value.items():
+        check(f"{field}.{key}", item)
     return value
 
 
@@ -130,17 +148,10 @@ class AlgorithmInfo(_Model):
     config: Annotated[dict[str, Any], Field(max_length=MAX_MAP_ITEMS)]
     config_name: Str
 
-    @field_validator("name")
-    @classmethod
-    def _no_dotdot(cls, value: str) -> str:
-        return _check_name(value)
-
     @field_validator("config")
     @classmethod
     def _config_values(cls, value: dict[str, Any]) -> dict[str, Any]:
-        for key, item in value.items():
-            _check_json_value(f"config.{key}", item)
-        return value
+        return _check_each("config", value, _check_json_value)
 
 
 class DatasetRef(_Model):
@@ -170,11 +181,6 @@ class SuiteInfo(_Model):
     # The data tier; files written before tiers existed have none and mean DEFAULT_TIER.
     tier: Name | None = None
 
-    @field_validator("name")
-    @classmethod
-    def _no_dotdot(cls, value: str) -> str:
-        return _check_name(value)
-
     @model_validator(mode="after")
     def _consistent(self) -> SuiteInfo:
         seen: set[int] = set()
@@ -195,11 +201,6 @@ class ProtocolInfo(_Model):
     name: Name
     version: NonNegInt
     constants: Annotated[dict[str, int | float | str], Field(max_length=MAX_MAP_ITEMS)]
-
-    @field_validator("name")
-    @classmethod
-    def _no_dotdot(cls, value: str) -> str:
-        return _check_name(value)
 
     @field_validator("constants")
     @classmethod
@@ -264,9 +265,7 @@ class ResultsFile(_Model):
     @field_validator("wall_time_s")
     @classmethod
     def _finite_wall_time(cls, value: dict[str, float]) -> dict[str, float]:
-        for key, item in value.items():
-            _check_finite(f"wall_time_s.{key}", item)
-        return value
+        return _check_each("wall_time_s", value, _check_finite)
 
     @field_validator("aggregates")
     @classmethod

@@ -17,20 +17,10 @@ from bmrl_bench.executor import LocalExecutor
 from bmrl_bench.leaderboard import load_board, markdown, render, submit
 from bmrl_bench.published import suite_reference
 from bmrl_bench.results import load_results
+from tests.board_helpers import tree_digest
 
 TINY = "tiny-pointgoal"
 OVERRIDES = {"steps": 100, "batch_size": 64, "hidden": (32, 32), "log_every": 50}
-
-
-def tree_digest(root: Path) -> str:
-    h = hashlib.sha256()
-    if not root.exists():
-        return "absent"
-    for p in sorted(root.rglob("*")):
-        h.update(p.relative_to(root).as_posix().encode() + b"\0")
-        if p.is_file():
-            h.update(hashlib.sha256(p.read_bytes()).digest())
-    return h.hexdigest()
 
 
 @pytest.fixture(scope="module")

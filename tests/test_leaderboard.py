@@ -2,7 +2,6 @@
 from __future__ import annotations
 
 import copy
-import hashlib
 import json
 import re
 from collections.abc import Callable
@@ -25,6 +24,7 @@ from bmrl_bench.leaderboard import (
 )
 from bmrl_bench.metrics import iqm, mean, probability_of_improvement, stratified_bootstrap_ci
 from bmrl_bench.results import load_results, parse_results
+from tests.board_helpers import sha, task_dataset_id, tree_digest
 
 SUITE, VERSION = "tiny-lb", 1
 # Test tasks 2 and 3 with reference ranges (0, 100) and (-100, 100).
@@ -39,11 +39,7 @@ MEAN_A = 0.5
 
 
 def did(i: int) -> str:
-    return f"bmrl/{SUITE}/task-{i:02d}-v{VERSION}"
-
-
-def sha(tag: str) -> str:
-    return hashlib.sha256(tag.encode()).hexdigest()
+    return task_dataset_id(SUITE, VERSION, i)
 
 
 def published(name: str, version: int) -> SuiteReference:
@@ -108,18 +104,6 @@ def write_json(path: Path, data: Any) -> Path:
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text(json.dumps(data), encoding="utf-8")
     return path
-
-
-def tree_digest(root: Path) -> str:
-    """Every path (files and folders) under root and every file's bytes."""
-    h = hashlib.sha256()
-    if not root.exists():
-        return "absent"
-    for p in sorted(root.rglob("*")):
-        h.update(p.relative_to(root).as_posix().encode() + b"\0")
-        if p.is_file():
-            h.update(hashlib.sha256(p.read_bytes()).digest())
-    return h.hexdigest()
 
 
 @pytest.fixture

@@ -16,17 +16,14 @@ import pytest
 from bmrl_bench.board.record import VerificationRecord
 from bmrl_bench.leaderboard import Entry, SuiteReference, render, submit
 from bmrl_bench.results import load_results
+from tests.board_helpers import sha, task_dataset_id
 
 SUITE, VERSION = "page-suite", 1
 REFS = {1: (30.0, 0.0, 100.0), 2: (60.0, 0.0, 100.0)}  # task -> (param, ref_min, ref_max); task 0 is train
 
 
 def did(i: int) -> str:
-    return f"bmrl/{SUITE}/task-{i:02d}-v{VERSION}"
-
-
-def sha(tag: str) -> str:
-    return hashlib.sha256(tag.encode()).hexdigest()
+    return task_dataset_id(SUITE, VERSION, i)
 
 
 def published(name: str, version: int) -> SuiteReference:

@@ -28,7 +28,7 @@ from bmrl_bench.board.model import (
     SuiteReference,
     Verification,
 )
-from bmrl_bench.board.render import markdown, render
+from bmrl_bench.board.render import markdown, render, submit_and_render
 from bmrl_bench.board.submit import load_board, submit
 from bmrl_bench.board.validate import content_hash
 
@@ -46,4 +46,5 @@ __all__ = [
     "markdown",
     "render",
     "submit",
+    "submit_and_render",
 ]

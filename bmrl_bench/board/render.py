@@ -1,15 +1,16 @@
-"""`render()`: re-score every entry and write the board's README.md and index.html."""
+"""`render()`: re-score every entry and write the board's README.md and index.html; `submit_and_render()`."""
 from __future__ import annotations
 
 import os
 from pathlib import Path
+from typing import Any
 
 from bmrl_bench.board.model import Entry, Published
 from bmrl_bench.board.render_html import page
 from bmrl_bench.board.render_md import readme
 from bmrl_bench.board.scoring import tables
 from bmrl_bench.board.store import write_public
-from bmrl_bench.board.submit import load_board
+from bmrl_bench.board.submit import load_board, submit
 
 
 def _card_links(board_dir: Path, published: Published, entries: list[Entry]) -> dict[tuple[str, int], str]:
@@ -40,3 +41,10 @@ def render(board_dir: Path, published: Published) -> None:
     ranked = tables(entries)
     write_public(board_dir / "README.md", readme(ranked, cards))
     write_public(board_dir / "index.html", page(ranked, cards))
+
+
+def submit_and_render(path: Path, board_dir: Path, published: Published, **submit_options: Any) -> Entry:
+    """What `bmrl-bench submit` does: `submit()` the file (options as there), then `render()` the board."""
+    entry = submit(path, board_dir, published, **submit_options)
+    render(board_dir, published)
+    return entry
