@@ -14,11 +14,12 @@ import numpy as np
 
 from bmrl_bench.builder.policies import expert_files, save_expert
 from bmrl_bench.builder.task_data import TaskData
-from bmrl_bench.builder.units import ExpertUnit, ReferenceUnit, ShardUnit, UnitCache, run_build_unit, torch_threads
+from bmrl_bench.builder.units import ExpertUnit, ReferenceUnit, ShardUnit, UnitCache, run_build_unit
 from bmrl_bench.builder.writer import clean_staging, suite_lock, write_dataset, write_namespace
 from bmrl_bench.data import STALE_REFERENCES, dataset_status, datasets_root, missing_tasks, suite_bytes
 from bmrl_bench.executor import Executor, LocalExecutor, ProgressFn, Resources
 from bmrl_bench.families import get_family
+from bmrl_bench.runtime import torch_threads
 from bmrl_bench.suites import SuiteCard, get_card
 from bmrl_bench.unit_progress import phase_progress
 

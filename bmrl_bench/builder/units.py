@@ -13,7 +13,7 @@ import hashlib
 import json
 import shutil
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -27,6 +27,7 @@ from bmrl_bench.collect import ExpertTraining, collect_behaviour, train_expert
 from bmrl_bench.executor import report
 from bmrl_bench.families import get_family
 from bmrl_bench.fsutil import atomic_file
+from bmrl_bench.runtime import torch_threads
 from bmrl_bench.suites import SuiteCard
 
 UNIT_FORMAT = 1  # bump when what a cached unit holds changes
@@ -80,18 +81,6 @@ class ExpertResult:
     act_dim: int
     training: ExpertTraining
     seconds: float
-
-
-@contextlib.contextmanager
-def torch_threads(n: int) -> Iterator[None]:
-    import torch
-
-    old = torch.get_num_threads()
-    torch.set_num_threads(n)
-    try:
-        yield
-    finally:
-        torch.set_num_threads(old)
 
 
 def _unit_progress(phase: str) -> Callable[[int, int, list[float]], None]:
