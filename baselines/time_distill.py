@@ -32,7 +32,7 @@ import torch
 from torch import nn
 
 from bmrl_bench.algorithms import EnvSpec, LogFn, MetaTrainData, ModuleAlgorithm, config_to_dict, null_log
-from bmrl_bench.config_checks import AT_LEAST_1, DISCOUNT, NON_NEGATIVE, POSITIVE, CheckedConfig
+from bmrl_bench.config_checks import AT_LEAST_1, DISCOUNT, NON_NEGATIVE, POLYAK, POSITIVE, CheckedConfig
 from bmrl_bench.fsutil import atomic_write_bytes
 from bmrl_bench.learners import bcq as bcq_learner
 from bmrl_bench.learners import nn as nn_learner
@@ -59,6 +59,16 @@ class TiMeConfig(CheckedConfig):
     """Hidden sizes of the phase-1 SAC; with BCQ, of its critic and perturbation (official: 400-300)."""
     phase1_vae_hidden: tuple[int, ...] = (750, 750)
     """Hidden sizes of the phase-1 BCQ's generative model (official: 750-750)."""
+    phase1_lr: float = 3e-4
+    """Adam learning rate of the phase-1 learners (the paper's 3e-4; official BCQ: 1e-3)."""
+    phase1_tau: float = 0.005
+    """Polyak rate of the phase-1 target networks (official BCQ and SAC: 0.005)."""
+    phase1_phi: float = 0.05
+    """BCQ: largest perturbation xi may add to a decoded action (official: 0.05); tiMe's xi_S uses it too."""
+    phase1_latent_clip: float = 0.5
+    """BCQ: decoder latents are N(0, 1) clipped to +-this (official: 0.5), in phase 1, phase 2 and acting."""
+    phase1_candidates: int = 10
+    """BCQ: decoded actions per state in phase 1's critic target and when a teacher acts (official: 10)."""
     phase2_steps: int = 4000
     """Updates of phase 2 (the distillation)."""
     batch_size: int = 256
@@ -99,14 +109,16 @@ class TiMeConfig(CheckedConfig):
     bcq_candidates: int = 10
     """Candidates from G_S, perturbed by xi_S, scored by Q_S (BCQ phase 1)."""
     lr: float = 3e-4
-    """Adam learning rate (the paper's, for every network)."""
+    """Adam learning rate of phase 2 (the paper's, for every network; phase 1's is `phase1_lr`)."""
     gamma: float = 0.99
     """Discount of the phase-1 learners."""
     log_every: int = 100
     """Report training metrics every this many updates."""
 
     RANGES = {"phase1_steps": AT_LEAST_1, "phase1_batch_size": AT_LEAST_1, "phase1_hidden": AT_LEAST_1,
-              "phase1_vae_hidden": AT_LEAST_1, "phase2_steps": AT_LEAST_1, "batch_size": AT_LEAST_1,
+              "phase1_vae_hidden": AT_LEAST_1, "phase1_lr": POSITIVE, "phase1_tau": POLYAK,
+              "phase1_phi": NON_NEGATIVE, "phase1_latent_clip": POSITIVE, "phase1_candidates": AT_LEAST_1,
+              "phase2_steps": AT_LEAST_1, "batch_size": AT_LEAST_1,
               "embedding_dim": AT_LEAST_1, "context_size": AT_LEAST_1, "test_context": NON_NEGATIVE,
               "f_hidden": AT_LEAST_1, "e_hidden": AT_LEAST_1, "e_out": AT_LEAST_1, "p_hidden": AT_LEAST_1,
               "q_hidden": AT_LEAST_1, "g_hidden": AT_LEAST_1, "xi_hidden": AT_LEAST_1, "shooting_actions": AT_LEAST_1,
@@ -258,7 +270,8 @@ class _TiMeAgent:
             n = c.bcq_candidates
             s = torch.as_tensor(obs, dtype=torch.float32).expand(n, -1)
             emb = self.embedding.expand(n, -1)
-            z = torch.randn(n, self.algo.latent_dim, generator=self.rng).clamp(-0.5, 0.5)
+            clip = c.phase1_latent_clip
+            z = torch.randn(n, self.algo.latent_dim, generator=self.rng).clamp(-clip, clip)
             cand = nets.perturb(s, nets.generate(s, z, emb), emb, self.algo.phi)
         else:
             n = c.shooting_actions
@@ -275,7 +288,7 @@ class TiMe(ModuleAlgorithm):
 
     def __init__(self, config: TiMeConfig, spec: EnvSpec, seed: int, device: str = "cpu") -> None:
         super().__init__(config, spec, seed, device)
-        self.phi = 0.05  # BCQ's perturbation range (official implementation)
+        self.phi = config.phase1_phi  # BCQ's perturbation range, the same in phase 1, phase 2 and acting
         self.latent_dim = 2 * spec.act_dim
         torch.manual_seed(seed)
         self.nets = TiMeNetworks(spec.obs_dim, spec.act_dim, self.latent_dim, config).to(device)
@@ -286,20 +299,24 @@ class TiMe(ModuleAlgorithm):
         if c.phase1 == "sac":
             return sac_learner.BatchedSAC(
                 k, self.spec.obs_dim, self.spec.act_dim,
-                sac_learner.SACConfig(hidden=tuple(c.phase1_hidden), lr=c.lr, gamma=c.gamma,
+                sac_learner.SACConfig(hidden=tuple(c.phase1_hidden), lr=c.phase1_lr, gamma=c.gamma, tau=c.phase1_tau,
                                       batch_size=c.phase1_batch_size, device=self.device), seed=self.seed)
         return bcq_learner.BatchedBCQ(
             k, self.spec.obs_dim, self.spec.act_dim,
             bcq_learner.BCQConfig(actor_hidden=tuple(c.phase1_hidden), critic_hidden=tuple(c.phase1_hidden),
-                                  vae_hidden=tuple(c.phase1_vae_hidden), lr=c.lr, gamma=c.gamma,
+                                  vae_hidden=tuple(c.phase1_vae_hidden), lr=c.phase1_lr, gamma=c.gamma,
+                                  tau=c.phase1_tau, phi=c.phase1_phi, latent_clip=c.phase1_latent_clip,
+                                  n_action_samples=c.phase1_candidates,
                                   batch_size=c.phase1_batch_size, device=self.device), seed=self.seed)
 
     def phase1_key(self, data: MetaTrainData, checksums: Sequence[str]) -> str:
         c = self.config
         key = {"suite": data.suite, "checksums": list(checksums), "phase1": c.phase1, "steps": c.phase1_steps,
                "batch": c.phase1_batch_size, "hidden": list(c.phase1_hidden), "vae": list(c.phase1_vae_hidden),
-               "lr": c.lr, "gamma": c.gamma,
-               "seed": self.seed, "tasks": data.num_tasks, "format": 1, "code": phase1_code_version(c.phase1)}
+               "lr": c.phase1_lr, "gamma": c.gamma, "tau": c.phase1_tau, "phi": c.phase1_phi,
+               "latent_clip": c.phase1_latent_clip, "candidates": c.phase1_candidates,
+               "seed": self.seed, "tasks": data.num_tasks, "format": 1, "code": phase1_code_version(c.phase1),
+               "device": torch.device(self.device).type}  # a GPU's rounding differs: its teachers are its own
         return hashlib.sha256(json.dumps(key, sort_keys=True).encode()).hexdigest()[:20]
 
     def phase1_cache_path(self, data: MetaTrainData) -> Path:
@@ -361,7 +378,8 @@ class TiMe(ModuleAlgorithm):
         q_target = b["q_target"]  # (K, m): task k's own Q*_k, fixed since phase 1 ended
         with torch.no_grad():
             if c.phase1 == "bcq":
-                z = torch.randn((k, m, self.latent_dim), generator=gen, device=s.device).clamp(-0.5, 0.5)
+                clip = c.phase1_latent_clip
+                z = torch.randn((k, m, self.latent_dim), generator=gen, device=s.device).clamp(-clip, clip)
                 g_target = learner.generate(s, z)
                 xi_target = learner.perturb(s, g_target)
         emb = self.nets.f(transitions(ctx["observations"], ctx["actions"], ctx["rewards"], ctx["next_observations"]))

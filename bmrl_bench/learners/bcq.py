@@ -4,7 +4,7 @@ Follows the official continuous implementation (github.com/sfujim/BCQ, `continuo
 with `max_action = 1` (every action box of the benchmark is `[-1, 1]^act_dim`):
 
 - VAE: encoder `(s, a) -> (mean, log_std.clamp(-4, 15))`, decoder `(s, z) -> tanh(.)`; when
-  sampling, `z ~ N(0, 1)` clipped to `[-0.5, 0.5]`. Loss: `mse(recon, a) + 0.5 * KL`.
+  sampling, `z ~ N(0, 1)` clipped to `[-0.5, 0.5]` (`latent_clip`). Loss: `mse(recon, a) + 0.5 * KL`.
 - Perturbation actor `xi(s, a) = (a + phi * tanh(f(s, a))).clamp(-1, 1)`.
 - Two critics; target `y = r + gamma * (1 - terminal) * max_j [lmbda * min(Q1', Q2') + (1 - lmbda) *
   max(Q1', Q2')](s', xi'(s', G(s', z_j)))` over `n_action_samples` decoded actions `j`.
@@ -77,13 +77,15 @@ class BCQConfig(CheckedConfig):
     """Maximum perturbation xi may add to a decoded action (times max_action = 1)."""
     n_action_samples: int = 10
     """Decoded actions per state, both in the critic target and when acting."""
+    latent_clip: float = 0.5
+    """Decoder latents are N(0, 1) draws clipped to [-latent_clip, latent_clip] (official: 0.5)."""
     device: str = "cpu"
     """torch device of all parameters and computations."""
 
     RANGES = {"actor_hidden": AT_LEAST_1, "critic_hidden": AT_LEAST_1, "vae_hidden": AT_LEAST_1,
               "latent_dim": AT_LEAST_1,
               "lr": POSITIVE, "batch_size": AT_LEAST_1, "gamma": DISCOUNT, "tau": POLYAK, "lmbda": UNIT,
-              "phi": NON_NEGATIVE, "n_action_samples": AT_LEAST_1}
+              "phi": NON_NEGATIVE, "n_action_samples": AT_LEAST_1, "latent_clip": POSITIVE}
 
 
 class BatchedBCQ:
@@ -171,7 +173,7 @@ class BatchedBCQ:
 
     def _sample_z(self, k: int, rows: int) -> Tensor:
         z = torch.randn(k, rows, self.latent_dim, dtype=self.dtype, device=self.device, generator=self._generator)
-        return z.clamp(-0.5, 0.5)
+        return z.clamp(-self.config.latent_clip, self.config.latent_clip)
 
     def _q1(self, obs: Tensor, act: Tensor, params: Sequence[Tensor] | None = None) -> Tensor:
         """Q1 of every member, (K, N, 1); `params` defaults to the online critic's first K members."""
@@ -231,7 +233,7 @@ class BatchedBCQ:
 
         # --- critics
         with torch.no_grad():
-            z = noise["target"].clamp(-0.5, 0.5)
+            z = noise["target"].clamp(-cfg.latent_clip, cfg.latent_clip)
             # Members in groups whose activations stay in cache: the target runs every network on
             # B * n rows per member, and one pass over 8 members of 256-unit nets streams 16 MB per
             # layer through memory (1.7x slower on CPU). Members are independent: same values.
@@ -248,7 +250,7 @@ class BatchedBCQ:
 
         # --- perturbation model: gradients reach the actor only (decoder under no_grad, critic detached)
         with torch.no_grad():
-            sampled = self._decode(obs, noise["actor"].clamp(-0.5, 0.5))
+            sampled = self._decode(obs, noise["actor"].clamp(-cfg.latent_clip, cfg.latent_clip))
         q1_params = [p[:K].detach() for p in self._critic_params]
         actor_loss = -self._q1(obs, self._perturb(self.actor, obs, sampled), q1_params).mean(dim=(1, 2))  # (K,)
         self.actor_opt.zero_grad(set_to_none=True)
@@ -328,7 +330,7 @@ class BatchedBCQ:
     def generate(self, obs: Tensor, z: Tensor | None = None) -> Tensor:
         """The generator G (VAE decoder): `(K,B,o), (K,B,latent) -> (K,B,a)` in [-1, 1].
 
-        `z` defaults to `N(0, 1)` draws clipped to [-0.5, 0.5] (as BCQ samples them); a given `z`
+        `z` defaults to `N(0, 1)` draws clipped to [-latent_clip, latent_clip] (as BCQ samples them); a given `z`
         is used as is.
         """
         x = self._as_tensor(obs)
