@@ -14,6 +14,7 @@ from ``reset`` and ``step``. Importing this module registers the three ids.
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -39,11 +40,49 @@ __all__ = [
     "HopperVelEnv",
     "PointGoalEnv",
     "get_family",
+    "pointgoal_goal",
+    "pointgoal_optimal_policy",
+    "pointgoal_optimal_return",
     "register_envs",
 ]
 
 
 POINTGOAL_RADIUS = 10.0  # distance of every goal from the start (0, 0); `Family.make` never changes it
+
+
+def pointgoal_goal(goal_angle_deg: float, radius: float = POINTGOAL_RADIUS) -> np.ndarray:
+    """The goal (x, y), float64, of the task at `goal_angle_deg` degrees on the circle of `radius`."""
+    theta = math.radians(float(goal_angle_deg))
+    return np.array([radius * math.cos(theta), radius * math.sin(theta)], dtype=np.float64)
+
+
+def pointgoal_optimal_return(goal_angle_deg: float, episode_length: int) -> float:
+    """The best return any policy can get on the PointGoal task `goal_angle_deg` in `episode_length` steps.
+
+    The reward of step t is minus the distance from the position p_t to the goal g, and p_t can be any
+    point of the box [-t, t]^2 (start (0, 0), actions clipped per axis into [-1, 1]), so every step
+    earns at most -dist(g, box_t). `pointgoal_optimal_policy` earns exactly that at every step at once.
+    The speed limit is a box, not a disc: the best path moves both axes at full speed (diagonally)
+    until one coordinate reaches the goal's, so it is a straight line only for goals on an axis or a diagonal.
+    Computed in float64; an episode of the env (float32 positions) gets it to within about 1e-5.
+    """
+    goal = pointgoal_goal(goal_angle_deg)
+    t = np.arange(1, int(episode_length) + 1, dtype=np.float64)[:, None]  # (T, 1)
+    return -float(np.linalg.norm(goal - np.clip(goal, -t, t), axis=1).sum())
+
+
+def pointgoal_optimal_policy(goal_angle_deg: float) -> Callable[[np.ndarray], np.ndarray]:
+    """An optimal policy of the task `goal_angle_deg`: obs (x, y) -> clip(goal - obs, -1, 1), float32.
+
+    Per axis it moves min(1, what is left) towards the goal, so from (0, 0) it stands on
+    clip(goal, -t, t), the box_t point nearest the goal, after every step t: see `pointgoal_optimal_return`.
+    """
+    goal = pointgoal_goal(goal_angle_deg)
+
+    def policy(obs: np.ndarray) -> np.ndarray:
+        return np.clip(goal - np.asarray(obs, dtype=np.float64).reshape(2), -1.0, 1.0).astype(np.float32)
+
+    return policy
 
 
 class PointGoalEnv(gym.Env[np.ndarray, np.ndarray]):
@@ -66,10 +105,7 @@ class PointGoalEnv(gym.Env[np.ndarray, np.ndarray]):
                 f"{goal_angle_deg!r} and {radius!r}"
             )
         self.task_param = self.goal_angle_deg
-        theta = math.radians(self.goal_angle_deg)
-        self.goal = np.array(
-            [self.radius * math.cos(theta), self.radius * math.sin(theta)], dtype=np.float64
-        )
+        self.goal = pointgoal_goal(self.goal_angle_deg, self.radius)
         self.observation_space = spaces.Box(-np.inf, np.inf, shape=(2,), dtype=np.float32)
         self.action_space = spaces.Box(-1.0, 1.0, shape=(2,), dtype=np.float32)
         self._pos = np.zeros(2, dtype=np.float32)
@@ -207,20 +243,19 @@ def _pointgoal_bounds(episode_length: int, param: float | None) -> tuple[float, 
     positions reachable after t steps are exactly the box [-t, t]^2, and the box's
     nearest (farthest) point to the goal moves by at most 1 per coordinate from one t to
     the next: greedily standing there every step is a legal trajectory. The return is
-    minus the summed distances, so best = -sum_t dist(goal, box_t), worst = -sum_t of the
+    minus the summed distances, so best = -sum_t dist(goal, box_t) (`pointgoal_optimal_return`), worst = -sum_t of the
     farthest corner's distance. Over all goals on the semicircle both are extreme at
     45 degrees (the goal nearest a box corner; the sum |g_x| + |g_y| is largest).
     """
-    theta = math.radians(45.0 if param is None else float(param))
-    goal = np.array([POINTGOAL_RADIUS * math.cos(theta), POINTGOAL_RADIUS * math.sin(theta)])
+    angle = 45.0 if param is None else float(param)
+    goal = pointgoal_goal(angle)
     t = np.arange(1, episode_length + 1, dtype=np.float64)[:, None]  # (T, 1)
-    nearest = np.linalg.norm(goal - np.clip(goal, -t, t), axis=1)
     farthest = np.linalg.norm(np.abs(goal) + t, axis=1)  # the corner opposite the goal
     # Positions are float32: each step rounds them by at most 2^-24 of their size (< R + 2T),
     # and those errors add up over the steps; this slack covers that and nothing more.
     T = float(episode_length)
     slack = 1e-7 * T * T * (POINTGOAL_RADIUS + 2.0 * T)
-    return -float(farthest.sum()) - slack, -float(nearest.sum()) + slack
+    return -float(farthest.sum()) - slack, pointgoal_optimal_return(angle, episode_length) + slack
 
 
 # MuJoCo does not cap velocities, so a speed bound is one of plausibility: the fastest published
