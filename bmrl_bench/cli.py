@@ -228,19 +228,41 @@ def _expert_summary(expert: dict | None) -> str:
 
 
 @datasets_app.command("verify")
-def datasets_verify(suite: str = SUITE_ARG) -> None:
-    """Recompute every dataset's checksum; name each missing or damaged file."""
+def datasets_verify(
+    suite: str = SUITE_ARG,
+    replay: str | None = typer.Option(None, "--replay", metavar="N", help=(
+        "Also replay N episodes of each dataset (spread over it) in its recovered env; name the first mismatch.")),
+) -> None:
+    """Recompute every dataset's checksum; name each missing or damaged file. --replay N also re-runs episodes."""
     inputs.check_suite(suite)
+    count = None if replay is None else inputs.parse_replay_count(replay)
     from bmrl_bench.data import verify_suite
 
     rows = verify_suite(suite)
     for r in rows:
         console.print("ok   " + r.dataset_id if r.status == "ok" else f"FAIL {r.dataset_id}: {r.status}")
-    bad = [r for r in rows if r.status != "ok"]
+    bad = [r.dataset_id for r in rows if r.status != "ok"]
+    if count is not None:
+        bad += _replay_lines(suite, count, [i for i, r in enumerate(rows) if r.status != "missing"])
     if bad:
-        raise BmrlError(f"{len(bad)} of {len(rows)} datasets of {suite} failed verification; "
+        raise BmrlError(f"{len(set(bad))} of {len(rows)} datasets of {suite} failed verification; "
                         f"rebuild with `bmrl-bench datasets build {suite}`")
-    console.print(f"{suite}: all {len(rows)} datasets verified.")
+    console.print(f"{suite}: all {len(rows)} datasets verified" + ("." if count is None else ", replays bit-exact."))
+
+
+def _replay_lines(suite: str, count: int, indices: list[int]) -> list[str]:
+    """Replay the datasets that exist (a tampered one shows where it differs); one line each; the ids that failed."""
+    from bmrl_bench.replay import replay_suite
+
+    failed = []
+    for r in replay_suite(suite, count, indices=indices):
+        if r.ok:
+            console.print(f"replay ok   {r.dataset_id}: {len(r.episodes)} episodes, {r.steps} steps bit-exact "
+                          f"({r.seconds:.1f}s)", soft_wrap=True)
+        else:
+            console.print(f"replay FAIL {escape(r.problem or '')}", soft_wrap=True)
+            failed.append(r.dataset_id)
+    return failed
 
 
 @datasets_app.command("publish")

@@ -29,6 +29,7 @@ MAX_SEED = 2**31 - 1
 MAX_SEEDS = 200  # as bmrl_bench.results.MAX_SEEDS (kept in step by tests/test_cli_bad_inputs.py)
 MAX_EPISODES = 10_000  # as bmrl_bench.results.MAX_EPISODES: a results file holds no more per task
 MAX_THREADS = 1024  # a sanity bound on --threads and --workers
+MAX_REPLAY = 1_000_000  # --replay: no dataset holds more episodes (the largest card has a million steps per task)
 
 
 class InputError(BmrlError):
@@ -70,6 +71,16 @@ def parse_seeds(text: str, option: str = "--seeds") -> list[int]:
     if len(set(seeds)) != len(seeds):
         raise InputError(f"{option} {text!r} names a seed twice; list each seed once")
     return seeds
+
+
+def parse_replay_count(text: str) -> int:
+    """`--replay N`: episodes replayed per dataset (more than a dataset holds replays all of them)."""
+    digits = text.strip()
+    # The length test first: int() refuses strings of more than 4300 digits with its own error.
+    if not re.fullmatch(r"\d{1,7}", digits) or not 1 <= int(digits) <= MAX_REPLAY:
+        raise InputError(f"--replay {text!r}: give the episodes to replay per dataset as a whole number "
+                         f"from 1 to {MAX_REPLAY}")
+    return int(digits)
 
 
 def check_device(device: str) -> str:
