@@ -2,14 +2,18 @@
 equal to a value worked out by hand, and inside the family's return bounds."""
 from __future__ import annotations
 
+import dataclasses
+import importlib.util
 import math
 from collections.abc import Callable
+from pathlib import Path
 
 import numpy as np
 import pytest
 from scipy.optimize import minimize
 
 from bmrl_bench.families import get_family, pointgoal_goal, pointgoal_optimal_policy, pointgoal_optimal_return
+from bmrl_bench.published import suite_reference
 
 POINTGOAL = get_family("pointgoal")
 STEPS = POINTGOAL.default_episode_length  # 20, as in pointgoal-3 and pointgoal-semicircle
@@ -171,3 +175,19 @@ def test_the_optimum_is_the_upper_return_bound(angle: float) -> None:
     assert family_low <= low < optimum <= high <= family_high <= 0.0
     # The bound is the optimum plus the float32 slack (1e-7 T^2 (R + 2T) = 0.002): tight, not loose.
     assert high - optimum == pytest.approx(1e-7 * STEPS**2 * (10.0 + 2 * STEPS), rel=1e-9)
+
+
+# ---------------------------------------------------------------------------- the measuring script
+
+
+def test_the_script_swaps_only_ref_max_for_the_optimum() -> None:
+    path = Path(__file__).resolve().parents[1] / "benchmarks" / "pointgoal_optimum.py"
+    spec = importlib.util.spec_from_file_location("pointgoal_optimum", path)
+    assert spec is not None and spec.loader is not None
+    script = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(script)
+
+    today, analytic = suite_reference("pointgoal-3", 0), script.analytic_reference("pointgoal-3", 0)
+    assert [t.ref_max for t in analytic.test_tasks] == [-45.0, -45.0, -45.0]  # goals at 0, 90 and 180 degrees
+    assert [t._replace(ref_max=0.0) for t in analytic.test_tasks] == [t._replace(ref_max=0.0) for t in today.test_tasks]
+    assert dataclasses.replace(analytic, test_tasks=today.test_tasks) == today
