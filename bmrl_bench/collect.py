@@ -3,26 +3,23 @@
 All tasks of a suite train together: one `BatchedSAC` whose member k learns task k
 from env k only, so K tasks cost one batched update per step instead of K updates.
 The whole replay buffer of each member (random warm-up, poor and good behaviour)
-becomes that task's dataset. `train_expert` trains one family-wide SAC that sees
-the task parameter; it is a candidate for each task's `ref_max_score`.
+becomes that task's dataset. The family-wide expert (`builder.expert.train_expert`)
+sees the task parameter through `with_task`; it is a candidate for each task's `ref_max_score`.
 """
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 
-import gymnasium as gym
 import numpy as np
 import torch
 
 from bmrl_bench.families import Family
 from bmrl_bench.learners.sac import BatchedReplay, BatchedSAC, SACConfig
-from bmrl_bench.suites import BehaviourRecipe, ExpertRecipe
+from bmrl_bench.suites import BehaviourRecipe
 
 Policy = Callable[[np.ndarray], np.ndarray]  # (B, obs_dim) -> (B, act_dim), deterministic
 ReturnsProgressFn = Callable[[int, int, list[float]], None]  # (step, total, recent return per task): not a ProgressFn
-# The expert's convergence checks reset their envs from this seed range (disjoint from the rest).
-EXPERT_CHECK_SEED = 60_000_000
 
 
 @dataclass
@@ -122,7 +119,7 @@ def collect_behaviour(
 
 
 # ---------------------------------------------------------------------------------------
-# The family-wide expert: one SAC whose observation carries the task parameter.
+# The family-wide expert's observation: the env's, then the task parameter scaled to [0, 1].
 
 
 def task_feature(family: Family, param: float) -> float:
@@ -133,107 +130,6 @@ def task_feature(family: Family, param: float) -> float:
 def with_task(obs: np.ndarray, feature: float) -> np.ndarray:
     feat = np.full(obs.shape[:-1] + (1,), feature, dtype=np.float32)
     return np.concatenate([obs.astype(np.float32), feat], axis=-1)
-
-
-@dataclass
-class ExpertTraining:
-    """How the family-wide expert's training ended: the record saved beside its weights."""
-
-    steps: int
-    converged: bool  # False: stopped by max_steps before the rule fired
-    curve: list[tuple[int, float]]  # (env step, mean deterministic return over the check's tasks)
-
-
-def _converged(curve: list[tuple[int, float]], patience: int, min_improvement: float) -> bool:
-    """No check in the last `patience` beat the best before them by `min_improvement` x (best - first)."""
-    if len(curve) <= patience:
-        return False
-    returns = [r for _, r in curve]
-    best_before = max(returns[:-patience])
-    scale = max(best_before - returns[0], 1e-8)
-    return max(returns[-patience:]) <= best_before + min_improvement * scale
-
-
-def train_expert(
-    family: Family,
-    param_low: float,
-    param_high: float,
-    episode_length: int,
-    recipe: ExpertRecipe,
-    progress: ReturnsProgressFn | None = None,
-) -> tuple[BatchedSAC, ExpertTraining]:
-    """SAC on tasks drawn uniformly from [param_low, param_high] per episode, param in the obs.
-
-    Trains at least `min_steps` env steps, then until the deterministic return on
-    `eval_tasks` fixed tasks stops improving (`_converged`) or `max_steps` is reached.
-    The checks use their own env seeds, so they never change the training stream.
-    """
-    rng = np.random.default_rng(recipe.seed)
-    n = recipe.num_envs
-    probe = family.make(param_low, max_episode_steps=episode_length)
-    obs_dim = probe.observation_space.shape[0] + 1
-    act_dim = probe.action_space.shape[0]
-    probe.close()
-    sac = BatchedSAC(1, obs_dim, act_dim, _sac_config(recipe.hidden, recipe.batch_size), seed=recipe.seed)
-    replay = BatchedReplay(1, recipe.max_steps, obs_dim, act_dim, seed=recipe.seed)
-    check_params = np.linspace(param_low, param_high, recipe.eval_tasks)
-
-    def check() -> float:
-        return float(np.mean([
-            evaluate_policy(family, float(p), episode_length, expert_policy(sac, family, float(p)), 1,
-                            EXPERT_CHECK_SEED + j)[0]
-            for j, p in enumerate(check_params)
-        ]))
-
-    def new_env(slot: int) -> tuple[gym.Env, float, np.ndarray]:
-        param = float(rng.uniform(param_low, param_high))
-        env = family.make(param, max_episode_steps=episode_length)
-        o, _ = env.reset(seed=int(rng.integers(2**31)))
-        return env, task_feature(family, param), with_task(o, task_feature(family, param))
-
-    slots = [new_env(i) for i in range(n)]
-    returns = [0.0] * n
-    recent = [float("nan")]
-    warmup = min(recipe.min_steps // 10, 5000)
-    curve: list[tuple[int, float]] = []
-    next_check = max(warmup, recipe.eval_every)
-    converged = False
-    step = 0
-    while step < recipe.max_steps:
-        obs = np.stack([s[2] for s in slots])
-        if step < warmup:
-            actions = rng.uniform(-1.0, 1.0, size=(n, act_dim)).astype(np.float32)
-        else:
-            actions = sac.act(obs[None], deterministic=False)[0].astype(np.float32)
-        for i in range(n):
-            env, feat, o = slots[i]
-            o2, r, term, trunc, _ = env.step(actions[i])
-            o2 = with_task(o2, feat)
-            replay.add(o[None], actions[i][None], np.array([r], np.float32), o2[None],
-                       np.array([float(term)], np.float32))
-            returns[i] += float(r)
-            if term or trunc:
-                recent[0] = returns[i]
-                returns[i] = 0.0
-                env.close()
-                slots[i] = new_env(i)
-            else:
-                slots[i] = (env, feat, o2)
-            step += 1
-        if step >= warmup:
-            for _ in range(n * recipe.updates_per_step):
-                sac.update(replay.sample(recipe.batch_size))
-        if progress is not None and (step % 400 < n or step >= recipe.max_steps):
-            progress(min(step, recipe.max_steps), recipe.max_steps, recent + [curve[-1][1]] if curve else recent)
-        if step >= next_check:
-            next_check += recipe.eval_every
-            curve.append((step, check()))
-            converged = step >= recipe.min_steps and _converged(curve, recipe.patience, recipe.min_improvement)
-            if converged:
-                break
-    for env, _, _ in slots:
-        env.close()
-    return sac, ExpertTraining(step, converged, curve)
 
 
 # ---------------------------------------------------------------------------------------

@@ -12,9 +12,17 @@ import re
 import tomllib
 from functools import lru_cache
 from pathlib import Path
-from typing import Literal
+from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    SerializerFunctionWrapHandler,
+    ValidationError,
+    model_serializer,
+    model_validator,
+)
 
 from bmrl_bench.errors import CardError, DatasetIdError, UnknownSuiteError
 
@@ -66,13 +74,34 @@ class ExpertRecipe(BaseModel):
     batch_size: int = Field(gt=0)
     updates_per_step: int = Field(default=1, gt=0)
     seed: int = 1
-
+    stop_rule: Literal["mean-plateau", "every-task"] = Field(
+        default="mean-plateau",
+        description="mean-plateau: stop once the mean check return over `eval_tasks` tasks stops improving (the "
+                    "published suites' rule); every-task: stop once EVERY train task has settled (see `tolerance`)",
+    )
+    tolerance: float = Field(
+        default=0.05, gt=0,
+        description="every-task: a train task has settled when each of its last `patience` checks is within this "
+                    "fraction of (its return bound - its first check) of its best check",
+    )
+    check_episodes: int = Field(
+        default=1, gt=0, description="every-task: deterministic episodes per train task per check (their mean counts)")
 
     @model_validator(mode="after")
     def _steps_ordered(self) -> ExpertRecipe:
         if self.max_steps < self.min_steps:
             raise ValueError(f"expert.max_steps ({self.max_steps}) is below expert.min_steps ({self.min_steps})")
         return self
+
+    @model_serializer(mode="wrap")
+    def _dump(self, handler: SerializerFunctionWrapHandler) -> dict[str, Any]:
+        # Under the default rule the every-task fields are left out, so the recipe recorded by the
+        # published builds (which the stale-reference check compares) still reads the same.
+        data = handler(self)
+        if self.stop_rule == "mean-plateau":
+            for name in ("stop_rule", "tolerance", "check_episodes"):
+                data.pop(name, None)
+        return data
 
 
 class SuiteCard(BaseModel):

@@ -3,7 +3,8 @@ from __future__ import annotations
 
 import pytest
 
-from bmrl_bench.collect import _converged, train_expert
+from bmrl_bench.builder.expert import mean_converged as _converged
+from bmrl_bench.builder.expert import train_expert
 from bmrl_bench.families import get_family
 from bmrl_bench.suites import ExpertRecipe
 

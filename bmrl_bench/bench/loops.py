@@ -7,7 +7,7 @@ algorithm's named config for that suite, found through the registry as `eval` fi
 - `pearl`: one PEARL update (`Pearl.bench_steps`);
 - `batch-sac`: one Batch SAC update: its own `fit`, timed between the calls of its probe callback
   (`algorithms.ProbedFit`);
-- `expert`: the family-wide expert, `collect.train_expert` on the card's recipe (its `num_envs` envs
+- `expert`: the family-wide expert, `builder.expert.train_expert` on the card's recipe (its `num_envs` envs
   stepping, one K=1 SAC update per env step), timed between its progress reports;
 - `collection`: the behaviour SAC, `collect.collect_behaviour` on the card's first shard (all its tasks
   in one batched SAC, one env step per task and one update per loop step), timed likewise.
@@ -16,7 +16,7 @@ transitions per task): a step's arithmetic does not depend on the values. The bu
 card's recipe with a shorter budget: no convergence checks, and the behaviour SAC acts from the first step.
 
 A loop timed between its own reports (`Marks`) leaves its set-up, and everything before its first report,
-out: for the expert (`collect.train_expert` reports every 400 env steps), 400 env steps of random warm-up.
+out: for the expert (`builder.expert.train_expert` reports every 400 env steps), 400 env steps of random warm-up.
 FLOPs per update are counted over real updates (`flops.counted_flops`, `Marks(count=True)`).
 """
 from __future__ import annotations
@@ -34,7 +34,7 @@ from bmrl_bench.bench.timing import Case, Timed
 
 LOOP_SUITES = ("pointgoal-3", "halfcheetah-vel-lite")
 GROUPS = ("time", "pearl", "batch-sac", "expert", "collection")
-EXPERT_REPORT_EVERY = 400  # env steps between collect.train_expert's progress reports
+EXPERT_REPORT_EVERY = 400  # env steps between builder.expert.train_expert's progress reports
 
 # A loop that runs `n` timed updates and calls its argument at each of its progress reports with the count
 # of steps so far (collection: loop steps; expert: env steps; Batch SAC: updates).
@@ -246,7 +246,7 @@ def _batch_sac_loop(card: Any, data: Any, device: str, threads: int, min_time: f
 
 
 def _expert_loop(card: Any, threads: int, min_time: float, quick: bool) -> Loop:
-    from bmrl_bench.collect import train_expert
+    from bmrl_bench.builder.expert import train_expert
     from bmrl_bench.families import get_family
 
     family, ex = get_family(card.family), card.expert
@@ -265,7 +265,7 @@ def _expert_loop(card: Any, threads: int, min_time: float, quick: bool) -> Loop:
     case, flops = self_timed_case(f"expert {card.name}", run, ex.updates_per_step, threads, min_time,
                                   2 if quick else 10)
     return Loop("expert", f"expert SAC {card.name}", card.name, 1, case, flops,
-                f"collect.train_expert: {ex.num_envs} envs stepping, K=1 SAC {_dash(ex.hidden)}, batch "
+                f"builder.expert.train_expert: {ex.num_envs} envs stepping, K=1 SAC {_dash(ex.hidden)}, batch "
                 f"{ex.batch_size}, {ex.updates_per_step} update per env step; one update = one env step, 1/"
                 f"{ex.num_envs} of a batched act, one SAC update; convergence checks off")
 

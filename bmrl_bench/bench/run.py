@@ -308,7 +308,7 @@ def _recipe_rows(by: dict[str, Case], recipe_k: int, env_rate: float, card: Any,
     upd_steps = (steps - learn) * beh.updates_per_step
     t = {key: 1.0 / c.median for key, c in by.items()}  # seconds per call (median rates)
     t_sac_k = recipe_k / by[f"sac{recipe_k}"].median  # one batched update of all K tasks
-    warm = min(ex_steps // 10, 5000)  # collect.train_expert's random warm-up
+    warm = min(ex_steps // 10, 5000)  # builder.expert.train_expert's random warm-up
     # ours: all K tasks step together (K env steps, one batched act, one batched sample + update);
     # the expert (K=1) acts for its num_envs envs at once
     ours_collect = steps * k / env_rate + (steps - learn) * t["act"] + upd_steps * (t["replay"] + t_sac_k)

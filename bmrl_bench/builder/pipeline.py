@@ -84,7 +84,7 @@ def _build_suite(name: str, force: bool, progress: ProgressFn | None, executor: 
     needed = sorted({shard_of[i] for i in todo if i not in refresh})
     units: list[ShardUnit | ExpertUnit] = []
     if force or expert_files(card, root) is None:
-        units.append(ExpertUnit(card))  # first: usually the longest unit
+        units.append(ExpertUnit(card, checkpoint=cache.expert_checkpoint()))  # first: usually the longest unit
     units += [ShardUnit(card, s, tuple(shards[s])) for s in needed if not cache.has(s)]
 
     def keep(i: int, result: Any) -> None:  # persist each unit as soon as it finishes

@@ -13,7 +13,7 @@ from typing import Any
 
 import numpy as np
 
-from bmrl_bench.collect import ExpertTraining
+from bmrl_bench.builder.expert import ExpertTraining
 from bmrl_bench.data import datasets_root
 from bmrl_bench.families import Family
 from bmrl_bench.fsutil import atomic_dir

@@ -5,6 +5,8 @@ tasks trained as one batched SAC) and one per task's reference scores. Which tas
 share a shard is fixed by the card, never by the executor, so every executor writes
 the same bytes. A finished shard is kept in `<root>/.staging/units/` until its tasks
 are published, so an interrupted build resumes from the units that finished.
+The expert, the longest unit, also checkpoints itself there while it trains, so a
+killed or retried expert unit resumes from its last check instead of from scratch.
 """
 from __future__ import annotations
 
@@ -20,10 +22,11 @@ from typing import Any
 
 import numpy as np
 
+from bmrl_bench.builder.expert import ExpertCheckpoint, ExpertTraining, train_expert
 from bmrl_bench.builder.policies import expert_from_state, family_act_dim, family_obs_dim
 from bmrl_bench.builder.reference_scores import reference_returns
 from bmrl_bench.builder.task_data import TaskData
-from bmrl_bench.collect import ExpertTraining, collect_behaviour, train_expert
+from bmrl_bench.collect import collect_behaviour
 from bmrl_bench.executor import report
 from bmrl_bench.families import get_family
 from bmrl_bench.fsutil import atomic_file
@@ -49,10 +52,11 @@ class ShardUnit:
 
 @dataclass(frozen=True)
 class ExpertUnit:
-    """Train the suite's family-wide expert."""
+    """Train the suite's family-wide expert; `checkpoint`: its resume file (a path stable across runs)."""
 
     card: SuiteCard
     label: str = "expert"
+    checkpoint: Path | None = None
 
 
 @dataclass(frozen=True)
@@ -105,8 +109,17 @@ def run_build_unit(
             return ShardResult([TaskData.from_collection(c) for c in collections], time.perf_counter() - t0)
         if isinstance(unit, ExpertUnit):
             all_params = card.train_tasks + card.test_tasks
+            total = card.expert.max_steps
+            saved = lambda step: report(step, total, f"checkpoint at step {step}", phase="expert SAC")  # noqa: E731
+            ckpt = None if unit.checkpoint is None else ExpertCheckpoint(unit.checkpoint, saved=saved)
             expert, training = train_expert(family, min(all_params), max(all_params), card.episode_length, card.expert,
-                                            _unit_progress("expert SAC"))
+                                            _unit_progress("expert SAC"), train_params=card.train_tasks,
+                                            checkpoint=ckpt)
+            if ckpt is not None:
+                said = "trained from scratch" if ckpt.resumed_at is None else f"resumed at step {ckpt.resumed_at}"
+                said += f" (a checkpoint was discarded: {ckpt.discarded})" if ckpt.discarded else ""
+                report(training.steps, training.steps, f"{said}; {training.stop_reason}", phase="expert SAC")
+                ckpt.path.unlink(missing_ok=True)  # the expert's own files, saved next, supersede it
             state = {k: v.numpy() for k, v in expert.state_dict().items()}
             obs_dim = family_obs_dim(family) + 1  # the expert sees the task parameter too
             return ExpertResult(state, obs_dim, family_act_dim(family), training, time.perf_counter() - t0)
@@ -137,6 +150,15 @@ class UnitCache:
                "params": [card.task_param(i) for i in tasks], "format": UNIT_FORMAT}
         digest = hashlib.sha256(json.dumps(key, sort_keys=True).encode()).hexdigest()[:16]
         return self.dir / f"shard-{shard:03d}-{digest}.npz"
+
+    def expert_checkpoint(self) -> Path:
+        """Where the expert unit checkpoints itself; the key hashes what its training depends on."""
+        card = self.card
+        params = card.train_tasks + card.test_tasks
+        key = {"family": card.family, "episode_length": card.episode_length, "expert": card.expert.model_dump(),
+               "range": [min(params), max(params)], "train": card.train_tasks, "format": UNIT_FORMAT}
+        digest = hashlib.sha256(json.dumps(key, sort_keys=True).encode()).hexdigest()[:16]
+        return self.dir / f"expert-{digest}.npz"
 
     def has(self, shard: int) -> bool:
         return self.path(shard).exists()

@@ -1,0 +1,365 @@
+"""The family-wide expert: one SAC whose observation carries the task parameter (a candidate for `ref_max`).
+
+It trains on tasks drawn uniformly from the suite's parameter range, a new task every
+episode, on `num_envs` envs stepping in turn. Every `eval_every` env steps a check runs
+deterministic episodes on fixed tasks (their own env seeds: a check never changes the
+training stream). The card's `expert.stop_rule` decides when to stop:
+
+- `mean-plateau` (the default, and what the published suites were built with): from
+  `min_steps` on, once the mean return over `eval_tasks` evenly spaced tasks has not beaten
+  its best before the last `patience` checks by `min_improvement` x (best - first check).
+- `every-task`: from `min_steps` on, once EVERY train task has settled: each of its last
+  `patience` checks lies within `tolerance` x (its return bound - its first check) of its
+  best check. A mean can sit on a plateau while one task still learns or collapses; this
+  rule waits for all of them.
+
+`max_steps` caps both; `ExpertTraining.stop_reason` says in one sentence what ended it.
+
+Checkpoints: given an `ExpertCheckpoint`, the training writes everything it depends on
+after every check (weights, Adam's moments, the replay buffer, every RNG state, each env's
+episode so far) to one file, atomically, and a later call with the same file resumes
+there. Writing one draws no random number, and each env is restored by replaying its
+episode from its reset seed (then checked against the saved observation and env RNG),
+so a resumed training ends bit-identical to one that never stopped.
+"""
+from __future__ import annotations
+
+import json
+import zipfile
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import gymnasium as gym
+import numpy as np
+import torch
+
+from bmrl_bench.collect import ReturnsProgressFn, evaluate_policy, expert_policy, task_feature, with_task
+from bmrl_bench.families import Family
+from bmrl_bench.fsutil import atomic_file
+from bmrl_bench.learners.sac import BatchedReplay, BatchedSAC, SACConfig
+from bmrl_bench.suites import ExpertRecipe
+
+# The expert's checks reset their envs from this seed range (disjoint from the rest).
+EXPERT_CHECK_SEED = 60_000_000
+CHECKPOINT_FORMAT = 1  # bump when what a checkpoint holds changes: older files are then not resumed
+_REPLAY_FIELDS = ("observations", "actions", "rewards", "next_observations", "terminals")
+
+Curve = list[tuple[int, float]]
+TaskCurve = list[tuple[int, list[float]]]
+
+
+@dataclass
+class ExpertTraining:
+    """How the family-wide expert's training ended: the record saved beside its weights."""
+
+    steps: int
+    converged: bool  # False: stopped by max_steps before the rule fired
+    curve: Curve  # (env step, mean deterministic return over the check's tasks)
+    stop_reason: str = ""  # one sentence: which rule ended the training, at which step
+    check_params: list[float] = field(default_factory=list)  # the tasks every check ran
+    task_curve: TaskCurve = field(default_factory=list)  # every-task: (env step, return per check task)
+
+
+@dataclass
+class ExpertCheckpoint:
+    """Where `train_expert` keeps its checkpoint, and what it tells its caller."""
+
+    path: Path
+    saved: Callable[[int], None] | None = None  # called with the env step after each checkpoint is written
+    resumed_at: int | None = None  # set by train_expert: the env step it resumed from (None: from scratch)
+    discarded: str = ""  # set by train_expert: why a file at `path` was not resumed ("" if none was found)
+
+
+# ---------------------------------------------------------------------------- stopping rules (pure)
+
+
+def mean_converged(curve: Sequence[tuple[int, float]], patience: int, min_improvement: float) -> bool:
+    """No check in the last `patience` beat the best before them by `min_improvement` x (best - first)."""
+    if len(curve) <= patience:
+        return False
+    returns = [r for _, r in curve]
+    best_before = max(returns[:-patience])
+    scale = max(best_before - returns[0], 1e-8)
+    return max(returns[-patience:]) <= best_before + min_improvement * scale
+
+
+def unsettled_tasks(
+    history: Sequence[tuple[int, Sequence[float]]], bounds: Sequence[float], patience: int, tolerance: float
+) -> list[int]:
+    """Positions of the tasks that have not settled after the checks in `history` ((step, return per task)).
+
+    Task t has settled when there are at least `patience` checks and each of the last `patience`
+    returns is at least best_t - tolerance x max(bounds[t] - first_t, 0): best_t its best check,
+    first_t its first, bounds[t] the highest return any policy can get on it.
+    """
+    if len(history) < patience:
+        return list(range(len(bounds)))
+    unsettled = []
+    for t, bound in enumerate(bounds):
+        returns = [float(r[t]) for _, r in history]
+        slack = tolerance * max(float(bound) - returns[0], 0.0)
+        if min(returns[-patience:]) < max(returns) - slack:
+            unsettled.append(t)
+    return unsettled
+
+
+def every_task_converged(
+    history: Sequence[tuple[int, Sequence[float]]], bounds: Sequence[float], min_steps: int, patience: int,
+    tolerance: float,
+) -> bool:
+    """At least `min_steps` env steps at the last check, and every task settled (`unsettled_tasks`)."""
+    return bool(history) and history[-1][0] >= min_steps and not unsettled_tasks(history, bounds, patience, tolerance)
+
+
+def stop_reason(recipe: ExpertRecipe, steps: int, converged: bool, unsettled_params: Sequence[float] = ()) -> str:
+    """One sentence: why the training ended at `steps` (`unsettled_params`: every-task's tasks not settled)."""
+    if recipe.stop_rule == "every-task":
+        settled = (f"within {recipe.tolerance:g} x (return bound - first check) of its best over the last "
+                   f"{recipe.patience} checks")
+        if converged:
+            return f"converged at step {steps}: every train task {settled}"
+        waiting = ", ".join(f"{p:g}" for p in unsettled_params)
+        return f"hit max_steps ({recipe.max_steps}): not every train task {settled} (still moving: {waiting})"
+    if converged:
+        return (f"converged at step {steps}: the mean check return over {recipe.eval_tasks} tasks did not beat its "
+                f"best before the last {recipe.patience} checks by {recipe.min_improvement:g} x (best - first check)")
+    if recipe.min_steps >= recipe.max_steps:
+        return f"hit max_steps ({recipe.max_steps}); min_steps = max_steps, so convergence was never judged"
+    return f"hit max_steps ({recipe.max_steps}) before the mean check return over {recipe.eval_tasks} tasks settled"
+
+
+# ---------------------------------------------------------------------------- training
+
+
+@dataclass
+class _Slot:
+    """One env in mid-episode, with what it takes to replay the episode: its task, reset seed and actions."""
+
+    env: gym.Env
+    param: float
+    seed: int
+    feature: float  # the task parameter as the expert sees it (`task_feature`)
+    obs: np.ndarray  # with the task feature
+    actions: list[np.ndarray] = field(default_factory=list)
+
+
+def train_expert(
+    family: Family,
+    param_low: float,
+    param_high: float,
+    episode_length: int,
+    recipe: ExpertRecipe,
+    progress: ReturnsProgressFn | None = None,
+    *,
+    train_params: Sequence[float] = (),
+    checkpoint: ExpertCheckpoint | None = None,
+) -> tuple[BatchedSAC, ExpertTraining]:
+    """SAC on tasks drawn uniformly from [param_low, param_high] per episode, param in the obs.
+
+    Trains at least `min_steps` env steps, then until the card's stop rule fires (see the
+    module's docstring) or `max_steps` is reached. `train_params`: the tasks the every-task
+    rule checks. `checkpoint`: resume from its file if it holds this training, and write it
+    after every check.
+    """
+    every_task = recipe.stop_rule == "every-task"
+    if every_task and not train_params:
+        raise ValueError("train_expert: the every-task stop rule needs the train tasks (train_params)")
+    rng = np.random.default_rng(recipe.seed)
+    n = recipe.num_envs
+    probe = family.make(param_low, max_episode_steps=episode_length)
+    obs_dim = probe.observation_space.shape[0] + 1
+    act_dim = probe.action_space.shape[0]
+    probe.close()
+    sac = BatchedSAC(1, obs_dim, act_dim, SACConfig(hidden=tuple(recipe.hidden), batch_size=recipe.batch_size),
+                     seed=recipe.seed)
+    replay = BatchedReplay(1, recipe.max_steps, obs_dim, act_dim, seed=recipe.seed)
+    if every_task:
+        check_params = [float(p) for p in train_params]
+        bounds = [family.return_bounds(episode_length, p)[1] for p in check_params]
+    else:
+        check_params = [float(p) for p in np.linspace(param_low, param_high, recipe.eval_tasks)]
+        bounds = []
+
+    def check() -> float:  # mean-plateau: one episode per task
+        return float(np.mean([
+            evaluate_policy(family, p, episode_length, expert_policy(sac, family, p), 1, EXPERT_CHECK_SEED + j)[0]
+            for j, p in enumerate(check_params)
+        ]))
+
+    def check_tasks() -> list[float]:  # every-task: `check_episodes` per task, seeds apart per task
+        return [
+            float(np.mean(evaluate_policy(family, p, episode_length, expert_policy(sac, family, p),
+                                          recipe.check_episodes, EXPERT_CHECK_SEED + 1000 * j)))
+            for j, p in enumerate(check_params)
+        ]
+
+    def new_env() -> _Slot:
+        param = float(rng.uniform(param_low, param_high))
+        env = family.make(param, max_episode_steps=episode_length)
+        seed = int(rng.integers(2**31))
+        o, _ = env.reset(seed=seed)
+        feature = task_feature(family, param)
+        return _Slot(env, param, seed, feature, with_task(o, feature))
+
+    key = {"format": CHECKPOINT_FORMAT, "family": family.name, "param_low": float(param_low),
+           "param_high": float(param_high), "episode_length": int(episode_length),
+           "train_params": [float(p) for p in train_params], "recipe": recipe.model_dump()}
+    saved = _read_checkpoint(checkpoint, key)
+    replayed = None if saved is None else _replay_envs(saved, family, episode_length)
+    if saved is not None and replayed is None:
+        checkpoint.discarded = "an env did not replay to its saved state"  # type: ignore[union-attr]
+        saved = None
+    if saved is None or replayed is None:
+        slots = [new_env() for _ in range(n)]
+        returns = [0.0] * n
+        recent = [float("nan")]
+        curve: Curve = []
+        task_curve: TaskCurve = []
+        step = 0
+    else:
+        slots = replayed
+        _restore_learning(saved, sac, replay, rng)
+        meta = saved["meta"]
+        returns, recent, step = list(meta["returns"]), list(meta["recent"]), int(meta["step"])
+        curve = [(int(s), float(r)) for s, r in meta["curve"]]
+        task_curve = [(int(s), [float(x) for x in r]) for s, r in meta["task_curve"]]
+        checkpoint.resumed_at = step  # type: ignore[union-attr]
+    warmup = min(recipe.min_steps // 10, 5000)
+    # The checks fall at fixed steps, so the next one follows from the last one made.
+    next_check = max(warmup, recipe.eval_every) + len(curve) * recipe.eval_every
+    converged = False
+    while step < recipe.max_steps:
+        obs = np.stack([s.obs for s in slots])
+        if step < warmup:
+            actions = rng.uniform(-1.0, 1.0, size=(n, act_dim)).astype(np.float32)
+        else:
+            actions = sac.act(obs[None], deterministic=False)[0].astype(np.float32)
+        for i in range(n):
+            s = slots[i]
+            o2, r, term, trunc, _ = s.env.step(actions[i])
+            o2 = with_task(o2, s.feature)
+            replay.add(s.obs[None], actions[i][None], np.array([r], np.float32), o2[None],
+                       np.array([float(term)], np.float32))
+            returns[i] += float(r)
+            if term or trunc:
+                recent[0] = returns[i]
+                returns[i] = 0.0
+                s.env.close()
+                slots[i] = new_env()
+            else:
+                s.obs = o2
+                s.actions.append(actions[i].copy())
+            step += 1
+        if step >= warmup:
+            for _ in range(n * recipe.updates_per_step):
+                sac.update(replay.sample(recipe.batch_size))
+        if progress is not None and (step % 400 < n or step >= recipe.max_steps):
+            progress(min(step, recipe.max_steps), recipe.max_steps, recent + [curve[-1][1]] if curve else recent)
+        if step >= next_check:
+            next_check += recipe.eval_every
+            if every_task:
+                task_returns = check_tasks()
+                task_curve.append((step, task_returns))
+                curve.append((step, float(np.mean(task_returns))))
+                converged = every_task_converged(task_curve, bounds, recipe.min_steps, recipe.patience,
+                                                 recipe.tolerance)
+            else:
+                curve.append((step, check()))
+                converged = step >= recipe.min_steps and mean_converged(curve, recipe.patience, recipe.min_improvement)
+            if converged:
+                break
+            if checkpoint is not None and step < recipe.max_steps:
+                _write_checkpoint(checkpoint.path, key, step, sac, replay, rng, slots, returns, recent, curve,
+                                  task_curve)
+                if checkpoint.saved is not None:
+                    checkpoint.saved(step)
+    for s in slots:
+        s.env.close()
+    unsettled = unsettled_tasks(task_curve, bounds, recipe.patience, recipe.tolerance) if every_task else []
+    reason = stop_reason(recipe, step, converged, [check_params[t] for t in unsettled])
+    return sac, ExpertTraining(step, converged, curve, reason, check_params, task_curve)
+
+
+# ---------------------------------------------------------------------------- checkpoints
+
+
+def _env_rng_state(env: gym.Env) -> dict[str, Any]:
+    return env.unwrapped.np_random.bit_generator.state
+
+
+def _json_array(obj: Any) -> np.ndarray:
+    return np.frombuffer(json.dumps(obj).encode("utf-8"), dtype=np.uint8)
+
+
+def _write_checkpoint(path: Path, key: dict[str, Any], step: int, sac: BatchedSAC, replay: BatchedReplay,
+                      rng: np.random.Generator, slots: list[_Slot], returns: list[float], recent: list[float],
+                      curve: Curve, task_curve: TaskCurve) -> None:
+    """Everything the rest of the training depends on, in one .npz (no pickle), written atomically."""
+    meta = {
+        "key": key, "step": step, "returns": returns, "recent": recent, "curve": curve, "task_curve": task_curve,
+        "rng": rng.bit_generator.state, "replay_rng": replay.rng.bit_generator.state,
+        "replay_ptr": replay.ptr, "replay_size": replay.size,
+        "slots": [{"param": s.param, "seed": s.seed, "env_rng": _env_rng_state(s.env)} for s in slots],
+    }
+    arrays: dict[str, np.ndarray] = {"meta": _json_array(meta),
+                                     "sac_generator": sac.generator.get_state().numpy()}
+    arrays.update({f"sac.{k}": v.numpy() for k, v in sac.state_dict().items()})
+    arrays.update({f"adam.{k}": v.numpy() for k, v in sac.optimizer_state_dict().items()})
+    arrays.update({f"replay.{f}": getattr(replay, f)[:, : replay.size] for f in _REPLAY_FIELDS})
+    for i, s in enumerate(slots):
+        arrays[f"slot{i}.obs"] = s.obs
+        arrays[f"slot{i}.actions"] = np.asarray(s.actions, dtype=np.float32).reshape(len(s.actions), sac.act_dim)
+    with atomic_file(path) as f:
+        np.savez(f, **arrays)
+
+
+def _read_checkpoint(checkpoint: ExpertCheckpoint | None, key: dict[str, Any]) -> dict[str, Any] | None:
+    """The saved training at `checkpoint.path` if it is this one (same `key`); else None, and why if a file was."""
+    if checkpoint is None or not checkpoint.path.exists():
+        return None
+    try:
+        with np.load(checkpoint.path, allow_pickle=False) as z:
+            saved = {name: z[name] for name in z.files}
+        saved["meta"] = json.loads(saved["meta"].tobytes().decode("utf-8"))
+    except (OSError, ValueError, KeyError, zipfile.BadZipFile) as e:
+        checkpoint.discarded = f"unreadable ({type(e).__name__})"
+        return None
+    if saved["meta"].get("key") != key:
+        checkpoint.discarded = "written by another recipe or code version"
+        return None
+    return saved
+
+
+def _replay_envs(saved: dict[str, Any], family: Family, episode_length: int) -> list[_Slot] | None:
+    """Each saved env, made again and replayed from its reset seed; None if one does not end where it was saved."""
+    slots: list[_Slot] = []
+    for i, s in enumerate(saved["meta"]["slots"]):
+        env = family.make(s["param"], max_episode_steps=episode_length)
+        o, _ = env.reset(seed=s["seed"])
+        actions = saved[f"slot{i}.actions"]
+        for a in actions:
+            o, *_ = env.step(a)
+        feature = task_feature(family, s["param"])
+        obs = with_task(o, feature)
+        slots.append(_Slot(env, float(s["param"]), int(s["seed"]), feature, obs, list(actions)))
+        if not np.array_equal(obs, saved[f"slot{i}.obs"]) or _env_rng_state(env) != s["env_rng"]:
+            for slot in slots:
+                slot.env.close()
+            return None
+    return slots
+
+
+def _restore_learning(saved: dict[str, Any], sac: BatchedSAC, replay: BatchedReplay, rng: np.random.Generator) -> None:
+    """Put the saved weights, Adam state, replay buffer and RNG states into the fresh learner, buffer and RNG."""
+    meta = saved["meta"]
+    sac.load_state_dict({k[4:]: torch.from_numpy(v) for k, v in saved.items() if k.startswith("sac.")})
+    sac.load_optimizer_state_dict({k[5:]: torch.from_numpy(v) for k, v in saved.items() if k.startswith("adam.")})
+    sac.generator.set_state(torch.from_numpy(saved["sac_generator"]))
+    size = int(meta["replay_size"])
+    for f in _REPLAY_FIELDS:
+        getattr(replay, f)[:, :size] = saved[f"replay.{f}"]
+    replay.ptr, replay.size = int(meta["replay_ptr"]), size
+    replay.rng.bit_generator.state = meta["replay_rng"]
+    rng.bit_generator.state = meta["rng"]
