@@ -18,6 +18,7 @@ procedure with G_S, xi_S and Q_S.
 """
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import json
 import os
@@ -77,6 +78,12 @@ class TiMeConfig(CheckedConfig):
     """Size of the inferred MDP identity."""
     context_size: int = 1
     """Transitions in a training context, all from the transition's own task (the paper: 1)."""
+    shared_context: bool = False
+    """One context per task and minibatch, shared by all of that task's transitions in it (as the
+    authors' follow-up code MBML does); off: each transition draws its own (the paper)."""
+    q_at_candidates: bool = False
+    """BCQ phase 1: Q_S is also fit at the teacher's candidate actions xi*(s, G*(s, z)), with the
+    teacher's Q there as its target: at test Q_S ranks such candidates, not the data's actions."""
     test_context: int = 0
     """At test, the embedding pools the episode's most recent `test_context` transitions (0: all of them)."""
     f_hidden: tuple[int, ...] = (256,)
@@ -134,6 +141,14 @@ _LITE_MUJOCO = TiMeConfig(
     embedding_dim=16, f_hidden=(256, 256), e_hidden=(256, 256), e_out=16, p_hidden=(16,),
     q_hidden=(256, 256, 256), g_hidden=(256, 256, 256), xi_hidden=(256, 256),
 )
+# halfcheetah-vel-lite (issue 17): with official BCQ knobs the teachers stay near the data's mean
+# action and their values far from converged after 3k updates (they score barely above standing
+# still). Measured on 8 variants (docs/time-analysis.md, phase 1 that learns): Adam 1e-3 (official
+# BCQ's rate), target rate 0.02 and perturbation range 0.5 for 15k updates bring every teacher past
+# its own task's behaviour level (last 10 episodes). The official knobs stay as `*-official-bcq`.
+_LITE_HALFCHEETAH = dataclasses.replace(
+    _LITE_MUJOCO, phase1_steps=15_000, phase1_lr=1e-3, phase1_tau=0.02, phase1_phi=0.5,
+)
 CONFIGS: dict[str, TiMeConfig] = {
     # Appendix B, toy: Q_S 2x256, embedding 32, context 1, f 1x256, E 1x256 -> 256, P 1x256, 100 shots.
     # 30k distillation steps and a test context of the latest transition (training contexts are
@@ -141,7 +156,9 @@ CONFIGS: dict[str, TiMeConfig] = {
     # mis-identified (README, tiMe ablations).
     "pointgoal": TiMeConfig(phase2_steps=30_000, test_context=1),
     "paper-toy": TiMeConfig(),
-    "halfcheetah-vel-lite": _LITE_MUJOCO,
+    "halfcheetah-vel-lite": _LITE_HALFCHEETAH,
+    "halfcheetah-vel-lite-official-bcq": _LITE_MUJOCO,
+    # Not re-measured (no hopper-vel-lite data with sound references yet, issue 13): official knobs.
     "hopper-vel-lite": _LITE_MUJOCO,
     # Appendix B, HalfCheetah: embedding 64, f 7x512, E 7x512 -> 64, P 1x64, Q_S 8x512, G_S 7x750, xi_S 7x400, batch 64.
     "halfcheetah-vel": TiMeConfig(
@@ -373,7 +390,8 @@ class TiMe(ModuleAlgorithm):
         c, k = self.config, sampler.k
         m = max(1, c.batch_size // k)
         b = sampler.gather(sampler.indices((m,), gen))  # (K, m, ...)
-        ctx = sampler.gather(sampler.indices((m, c.context_size), gen))  # same task as the transition
+        # same task as the transition; with shared_context one draw per task, broadcast over its m rows
+        ctx = sampler.gather(sampler.indices((1 if c.shared_context else m, c.context_size), gen))
         s, a = b["observations"], b["actions"]
         q_target = b["q_target"]  # (K, m): task k's own Q*_k, fixed since phase 1 ended
         with torch.no_grad():
@@ -383,6 +401,8 @@ class TiMe(ModuleAlgorithm):
                 g_target = learner.generate(s, z)
                 xi_target = learner.perturb(s, g_target)
         emb = self.nets.f(transitions(ctx["observations"], ctx["actions"], ctx["rewards"], ctx["next_observations"]))
+        if c.shared_context:
+            emb = emb.expand(k, m, emb.shape[-1])
         terms = {"q": ((self.nets.q_value(s, a, emb) - q_target) ** 2).mean()}
         if c.use_predictor:
             pred = self.nets.p(torch.cat([self.nets.e(torch.cat([s, a], -1)), emb], -1))
@@ -392,6 +412,10 @@ class TiMe(ModuleAlgorithm):
         if c.phase1 == "bcq":
             terms["g"] = ((self.nets.generate(s, z, emb) - g_target) ** 2).sum(-1).mean()
             terms["xi"] = ((self.nets.perturb(s, g_target, emb, self.phi) - xi_target) ** 2).sum(-1).mean()
+            if c.q_at_candidates:
+                with torch.no_grad():
+                    q_cand = learner.q_value(s, xi_target)
+                terms["q_cand"] = ((self.nets.q_value(s, xi_target, emb) - q_cand) ** 2).mean()
         loss = terms["q"]
         for name, term in terms.items():
             if name != "q":

@@ -72,3 +72,60 @@ def test_phase1_cache_key_carries_the_code_version(monkeypatch: pytest.MonkeyPat
     assert algo.phase1_key(data, ["c"]) == key
     monkeypatch.setattr(time_distill, "PHASE1_VERSION", time_distill.PHASE1_VERSION + 1)
     assert algo.phase1_key(data, ["c"]) != key  # a bumped version misses the old cache entry
+
+
+def _bcq_algo(**kw: object) -> tuple[TiMe, TaskSampler, object]:
+    counts = [6, 6, 6]
+    config = TiMeConfig(phase1="bcq", phase1_hidden=(8, 8), phase1_vae_hidden=(8, 8), batch_size=12, f_hidden=(8,),
+                        e_hidden=(8,), e_out=8, p_hidden=(8,), q_hidden=(8, 8), g_hidden=(8,), xi_hidden=(8,),
+                        embedding_dim=4, **kw)
+    algo = TiMe(config, EnvSpec("halfcheetah-vel", 3, 2, 20), seed=0)
+    sampler = TaskSampler(_batch(counts), len(counts), "cpu")
+    learner = algo._phase1_learner(len(counts))
+    sampler.t["q_target"] = own_q_values(learner, sampler)
+    return algo, sampler, learner
+
+
+def test_a_shared_context_gives_every_row_of_a_task_one_embedding() -> None:
+    algo, sampler, learner = _bcq_algo(shared_context=True, context_size=4)
+    seen: list[torch.Tensor] = []
+    q_value = algo.nets.q_value
+    algo.nets.q_value = lambda s, a, emb: (seen.append(emb), q_value(s, a, emb))[1]  # type: ignore[method-assign]
+    algo.phase2_loss(learner, sampler, torch.Generator().manual_seed(0))
+    emb = seen[0]  # (K, m, d): one context per task, the same for its m = 12 // 3 rows
+    assert emb.shape == (3, 4, 4)
+    torch.testing.assert_close(emb, emb[:, :1].expand_as(emb))
+    assert not torch.allclose(emb[0, 0], emb[1, 0])  # tasks draw their own contexts
+
+
+def test_q_at_candidates_adds_a_q_term_at_the_teachers_candidates() -> None:
+    algo, sampler, learner = _bcq_algo(q_at_candidates=True, scale_losses=False)
+    loss, metrics = algo.phase2_loss(learner, sampler, torch.Generator().manual_seed(0))
+    assert set(metrics) == {"loss_q", "loss_r", "loss_g", "loss_xi", "loss_q_cand"}
+    torch.testing.assert_close(loss.detach(), sum(metrics.values()))
+    off, _, _ = _bcq_algo()
+    _, plain = off.phase2_loss(learner, sampler, torch.Generator().manual_seed(0))
+    assert "loss_q_cand" not in plain
+
+
+def test_one_adam_per_network_equals_one_shared_adam() -> None:
+    """Adam is elementwise per parameter: one optimizer per network (MBML's code) and one over all of
+    them take the same steps on the same loss. So that ablation of issue 17 needs no switch."""
+    from bmrl_bench.learners.optim import fused_adam, fused_step
+
+    finals = []
+    for per_network in (False, True):
+        algo, sampler, learner = _bcq_algo()
+        nets = [algo.nets.f, algo.nets.e, algo.nets.p, algo.nets.q, algo.nets.g, algo.nets.xi]
+        groups = [list(n.parameters()) for n in nets] if per_network else [list(algo.nets.parameters())]
+        opts = [fused_adam(g, algo.config.lr) for g in groups]
+        gen = torch.Generator().manual_seed(1)
+        for _ in range(5):
+            loss, _ = algo.phase2_loss(learner, sampler, gen)
+            for o in opts:
+                o.zero_grad(set_to_none=True)
+            loss.backward()
+            for o, g in zip(opts, groups):
+                fused_step(o, g)
+        finals.append(torch.cat([p.detach().flatten() for p in algo.nets.parameters()]))
+    torch.testing.assert_close(finals[0], finals[1], rtol=0, atol=1e-6)
