@@ -176,7 +176,15 @@ def test_a_checkpoint_of_another_training_is_not_resumed(tmp_path: Path) -> None
     path = tmp_path / "expert.npz"
     with pytest.raises(Crash):
         train_expert(family, 0.0, 180.0, 20, recipe, checkpoint=ExpertCheckpoint(path, saved=crash_at(1)))
-    other = ExpertCheckpoint(path)
+    with np.load(path) as z:
+        arrays = dict(z)
+    arrays["slot0.obs"] = arrays["slot0.obs"] + 1.0  # an env that would not replay to where it was saved
+    with path.open("wb") as f:
+        np.savez(f, **arrays)
+    moved = ExpertCheckpoint(path)
+    train_expert(family, 0.0, 180.0, 20, recipe, checkpoint=moved)
+    assert moved.resumed_at is None and moved.discarded == "an env did not replay to its saved state"
+    other = ExpertCheckpoint(path)  # `moved` wrote its own checkpoint at step 100 there
     train_expert(family, 0.0, 180.0, 20, recipe.model_copy(update={"seed": 7}), checkpoint=other)
     assert other.resumed_at is None and other.discarded == "written by another recipe or code version"
     path.write_bytes(b"not a checkpoint")

@@ -206,12 +206,8 @@ def train_expert(
     key = {"format": CHECKPOINT_FORMAT, "family": family.name, "param_low": float(param_low),
            "param_high": float(param_high), "episode_length": int(episode_length),
            "train_params": [float(p) for p in train_params], "recipe": recipe.model_dump()}
-    saved = _read_checkpoint(checkpoint, key)
-    replayed = None if saved is None else _replay_envs(saved, family, episode_length)
-    if saved is not None and replayed is None:
-        checkpoint.discarded = "an env did not replay to its saved state"  # type: ignore[union-attr]
-        saved = None
-    if saved is None or replayed is None:
+    resumed = _resume(checkpoint, key, family, episode_length)
+    if resumed is None:
         slots = [new_env() for _ in range(n)]
         returns = [0.0] * n
         recent = [float("nan")]
@@ -219,13 +215,14 @@ def train_expert(
         task_curve: TaskCurve = []
         step = 0
     else:
-        slots = replayed
+        saved, slots = resumed
         _restore_learning(saved, sac, replay, rng)
         meta = saved["meta"]
         returns, recent, step = list(meta["returns"]), list(meta["recent"]), int(meta["step"])
         curve = [(int(s), float(r)) for s, r in meta["curve"]]
         task_curve = [(int(s), [float(x) for x in r]) for s, r in meta["task_curve"]]
-        checkpoint.resumed_at = step  # type: ignore[union-attr]
+        if checkpoint is not None:
+            checkpoint.resumed_at = step
     warmup = min(recipe.min_steps // 10, 5000)
     # The checks fall at fixed steps, so the next one follows from the last one made.
     next_check = max(warmup, recipe.eval_every) + len(curve) * recipe.eval_every
@@ -330,6 +327,19 @@ def _read_checkpoint(checkpoint: ExpertCheckpoint | None, key: dict[str, Any]) -
         checkpoint.discarded = "written by another recipe or code version"
         return None
     return saved
+
+
+def _resume(checkpoint: ExpertCheckpoint | None, key: dict[str, Any], family: Family,
+            episode_length: int) -> tuple[dict[str, Any], list[_Slot]] | None:
+    """(the saved state, its envs replayed) if `checkpoint` holds this training; else None (and why, if a file was)."""
+    saved = _read_checkpoint(checkpoint, key)
+    if saved is None or checkpoint is None:
+        return None
+    slots = _replay_envs(saved, family, episode_length)
+    if slots is None:
+        checkpoint.discarded = "an env did not replay to its saved state"
+        return None
+    return saved, slots
 
 
 def _replay_envs(saved: dict[str, Any], family: Family, episode_length: int) -> list[_Slot] | None:
