@@ -274,6 +274,23 @@ def datasets_publish(suite: str = SUITE_ARG) -> None:
     console.print(f"wrote {publish_local_build(suite)}")
 
 
+@datasets_app.command("card")
+def datasets_card(
+    suite: str = SUITE_ARG,
+    out: Path | None = typer.Option(None, "--out", help=(
+        "Folder for index.html, its PNGs and card.json; replaced as a whole (default: docs/cards/SUITE; "
+        "run from the repository root, that is where the leaderboard page links to)")),
+) -> None:
+    """A static page of a built suite: tasks and splits, reference scores and their sources, the expert, returns."""
+    card = inputs.check_suite(suite)
+    out = inputs.check_card_folder(out if out is not None else Path("docs") / "cards" / suite)
+    inputs.check_suite_built(card)
+    from bmrl_bench.dataset_card import write_card
+
+    paths = write_card(suite=suite, out=out)
+    console.print(f"wrote {out / 'index.html'} ({len(paths)} files in {out})")
+
+
 # ---------------------------------------------------------------------------- eval
 
 

@@ -159,6 +159,25 @@ def check_folder_to_write(path: Path, option: str) -> Path:
     return path
 
 
+def check_card_folder(path: Path) -> Path:
+    """`datasets card --out`: a folder the card replaces as a whole (new, empty, or an earlier card's)."""
+    from bmrl_bench.dataset_card import check_out_folder
+
+    check_folder_to_write(path, "--out")
+    with as_input_error():
+        check_out_folder(path)
+    return path
+
+
+def check_suite_built(card: Any) -> None:
+    """Every dataset of the suite is on disk (a presence check; the content is checked as it is read)."""
+    from bmrl_bench.data import datasets_root
+    from bmrl_bench.dataset_card import require_built
+
+    with as_input_error():
+        require_built(card, datasets_root())
+
+
 def check_file_to_write(path: Path, option: str) -> Path:
     """A file that is created or replaced: not an existing folder, and its folder can be made."""
     if path.is_dir():

@@ -22,6 +22,11 @@ def published_path(card: SuiteCard) -> Path:
     return _card_files()[card.name].with_suffix(".published.json")
 
 
+def card_page(card: SuiteCard) -> Path:
+    """Where the suite's dataset card sits in a source tree (`bmrl-bench datasets card`'s default --out)."""
+    return _card_files()[card.name].parent.parent / "docs" / "cards" / card.name / "index.html"
+
+
 def read_published(card: SuiteCard) -> dict[str, dict]:
     """dataset_id -> {checksum, ref_min, ref_max, param, split} of the published build (may be empty)."""
     path = published_path(card)
@@ -70,6 +75,7 @@ def suite_reference(name: str, version: int) -> SuiteReference:
         protocol_constants={p.name: (p.version, dict(p.constants)) for p in PROTOCOLS.values()},
         family=card.family,
         episode_length=card.episode_length,
+        card_page=card_page(card),  # linked from the board where the file exists
     )
 
 
