@@ -8,7 +8,7 @@ import math
 from pathlib import Path
 from typing import Any
 
-DPI = 90
+DPI = 85
 TRAIN, TEST = "#1f77b4", "#d62728"  # one colour per split, on every figure
 # Not `figures.py`'s helpers (private there): the same headless backend, our own size.
 
