@@ -101,6 +101,10 @@ CASES: list[Case] = [
     Case("datasets verify nope", 2, "unknown suite 'nope'"),
     Case("datasets publish nope", 2, "unknown suite 'nope'"),
     Case("datasets publish pointgoal-3", 1, "pointgoal-3"),  # not built here
+    Case("datasets card nope", 2, "unknown suite 'nope'"),
+    Case("datasets card pointgoal-3", 2, "run `bmrl-bench datasets build pointgoal-3`"),  # not built here
+    Case("datasets card pointgoal-3 --out FILE", 2, "--out FILE is a file"),
+    Case("datasets card pointgoal-3 --out tampered", 2, "--out tampered holds other files"),
     # figures
     Case("figures nope", 2, "No such command 'nope'"),
     Case("figures misidentification --suite nope", 2, "unknown suite 'nope'"),
