@@ -21,7 +21,8 @@ import numpy as np
 
 from bmrl_bench.errors import BmrlError, ChecksumMismatchError, DatasetCorruptError, DatasetMissingError
 from bmrl_bench.families import Family, get_family
-from bmrl_bench.suites import SuiteCard, get_card, list_suites
+from bmrl_bench.suites import DATASET_ID_RE, SuiteCard, get_card, list_suites
+from bmrl_bench.tiers import DEFAULT_TIER, build_command, check_tier, not_built
 
 
 def datasets_root() -> Path:
@@ -41,7 +42,9 @@ def behaviour_policy_path(dataset_id: str, root: Path) -> Path:
 
 
 def _build_command(dataset_id: str) -> str:
-    return f"`bmrl-bench datasets build {dataset_id.split('/')[1]}`"
+    m = DATASET_ID_RE.match(dataset_id)
+    tier = (m["tier"] if m is not None else None) or DEFAULT_TIER
+    return build_command(dataset_id.split("/")[1], tier)
 
 
 def _not_built(dataset_id: str, path: Path) -> DatasetMissingError:
@@ -157,9 +160,12 @@ STALE_REFERENCES = ("stale reference scores: the card's expert recipe changed si
                     "run the build again")
 
 
-def dataset_status(card: SuiteCard, index: int, root: Path) -> str:
-    """'ok', 'missing', or a one-line description of the damage."""
-    dataset_id = card.dataset_id(index)
+def dataset_status(card: SuiteCard, index: int, root: Path, tier: str = DEFAULT_TIER) -> str:
+    """'ok', 'missing', or a one-line description of the damage (of the task's dataset in `tier`).
+
+    Every tier records the expert recipe its references (and its expert policies) came from, so
+    a changed recipe makes every tier stale."""
+    dataset_id = card.dataset_id(index, tier)
     try:
         meta = read_metadata(dataset_id, root)
         checksum = content_checksum(read_episodes(dataset_id, root))
@@ -174,9 +180,21 @@ def dataset_status(card: SuiteCard, index: int, root: Path) -> str:
     return "ok"
 
 
-def missing_tasks(card: SuiteCard, root: Path) -> list[int]:
-    """Task indices whose dataset is missing, damaged or stale: what a build would (re)write."""
-    return [i for i in range(card.num_tasks) if dataset_status(card, i, root) != "ok"]
+def missing_tasks(card: SuiteCard, root: Path, tier: str = DEFAULT_TIER) -> list[int]:
+    """Task indices whose dataset (in `tier`) is missing, damaged or stale: what a build would (re)write."""
+    return [i for i in range(card.num_tasks) if dataset_status(card, i, root, tier) != "ok"]
+
+
+def require_tier_built(card: SuiteCard, root: Path, tier: str) -> None:
+    """TierNotBuiltError (naming the build command) unless every dataset of `tier` is on disk; a presence check
+    of the metadata files only, so it answers before anything loads. `replay` is checked as it loads."""
+    check_tier(tier)
+    if tier == DEFAULT_TIER:
+        return
+    missing = [i for i in range(card.num_tasks)
+               if not (dataset_dir(card.dataset_id(i, tier), root) / "data" / "metadata.json").exists()]
+    if missing:
+        raise not_built(card.name, tier, len(missing), card.num_tasks)
 
 
 def suite_bytes(card: SuiteCard, root: Path) -> int:
@@ -207,15 +225,17 @@ class DatasetsStatus:
     suites: tuple[SuiteStatus, ...]
 
 
-def datasets_status(root: Path | None = None) -> DatasetsStatus:
-    """What `bmrl-bench datasets list` shows: every suite's splits and its built datasets (each is checked)."""
+def datasets_status(root: Path | None = None, tier: str = DEFAULT_TIER) -> DatasetsStatus:
+    """What `bmrl-bench datasets list` shows: every suite's splits and its built datasets of `tier` (each is
+    checked); the bytes are the suite's, all tiers together."""
+    check_tier(tier)
     root = root or datasets_root()
     suites = []
     for name in list_suites():
         card = get_card(name)
         suites.append(SuiteStatus(
             name, tuple(card.train_tasks), tuple(card.test_tasks), card.episode_length, card.num_tasks,
-            built=card.num_tasks - len(missing_tasks(card, root)), bytes=suite_bytes(card, root)))
+            built=card.num_tasks - len(missing_tasks(card, root, tier)), bytes=suite_bytes(card, root)))
     return DatasetsStatus(root, tuple(suites))
 
 
@@ -225,10 +245,11 @@ class VerifyRow:
     status: str  # "ok", "missing", or what is damaged
 
 
-def verify_suite(name: str) -> list[VerifyRow]:
+def verify_suite(name: str, tier: str = DEFAULT_TIER) -> list[VerifyRow]:
     card = get_card(name)
+    check_tier(tier)
     root = datasets_root()
-    return [VerifyRow(card.dataset_id(i), dataset_status(card, i, root)) for i in range(card.num_tasks)]
+    return [VerifyRow(card.dataset_id(i, tier), dataset_status(card, i, root, tier)) for i in range(card.num_tasks)]
 
 
 # ---------------------------------------------------------------------------- loading
@@ -302,9 +323,10 @@ def episodes_to_batch(ep: Episodes, task_index: int) -> Batch:
     )
 
 
-def load_task(card: SuiteCard, index: int, root: Path | None = None) -> tuple[TaskInfo, Batch]:
-    """Read, checksum-verify and flatten one task's dataset."""
-    dataset_id = card.dataset_id(index)
+def load_task(card: SuiteCard, index: int, root: Path | None = None,
+              tier: str = DEFAULT_TIER) -> tuple[TaskInfo, Batch]:
+    """Read, checksum-verify and flatten one task's dataset (of `tier`)."""
+    dataset_id = card.dataset_id(index, tier)
     meta = read_metadata(dataset_id, root)
     ep = read_episodes(dataset_id, root)
     checksum = content_checksum(ep)
@@ -312,7 +334,7 @@ def load_task(card: SuiteCard, index: int, root: Path | None = None) -> tuple[Ta
         raise ChecksumMismatchError(
             f"dataset {dataset_id} does not match its checksum "
             f"({dataset_dir(dataset_id, root) / 'data' / 'main_data.hdf5'} was modified); "
-            f"rebuild it with `bmrl-bench datasets build {card.name}`"
+            f"rebuild it with {build_command(card.name, tier)}"
         )
     info = TaskInfo(
         index=index,
@@ -335,6 +357,7 @@ class Suite:
     tasks: list[TaskInfo]
     train: Batch
     root: Path
+    tier: str = DEFAULT_TIER  # the data tier every task's dataset comes from (`bmrl_bench.tiers`)
 
     @property
     def name(self) -> str:
@@ -354,37 +377,41 @@ class Suite:
             first, last = self.card.test_indices()[0], self.card.test_indices()[-1]
             raise NotATestTaskError(f"task {index} of {self.name} is not a test task; only a test task's data loads "
                                     f"this way (test tasks: {first if first == last else f'{first}-{last}'})")
-        return load_task(self.card, index, self.root)[1]
+        return load_task(self.card, index, self.root, self.tier)[1]
 
     def __repr__(self) -> str:
+        tier = "" if self.tier == DEFAULT_TIER else f", tier={self.tier!r}"
         return (
-            f"Suite({self.name!r}, family={self.family.name!r}, train_tasks={len(self.train_tasks)}, "
+            f"Suite({self.name!r}{tier}, family={self.family.name!r}, train_tasks={len(self.train_tasks)}, "
             f"test_tasks={len(self.test_tasks)}, transitions={len(self.train)}, "
             f"obs_dim={self.train.observations.shape[1]}, act_dim={self.train.actions.shape[1]})"
         )
 
 
-def _test_task_info(card: SuiteCard, index: int, root: Path) -> TaskInfo:
+def _test_task_info(card: SuiteCard, index: int, root: Path, tier: str = DEFAULT_TIER) -> TaskInfo:
     """Test tasks' facts come from metadata plus a checksum of the (unloaded) data."""
-    dataset_id = card.dataset_id(index)
+    dataset_id = card.dataset_id(index, tier)
     meta = read_metadata(dataset_id, root)
     return TaskInfo(index, dataset_id, meta["bmrl_split"], float(meta["bmrl_task_param"]),
                     float(meta["ref_min_score"]), float(meta["ref_max_score"]), meta["bmrl_checksum"])
 
 
-def load_suite(name: str) -> Suite:
-    """The meta-train batches of suite `name` as arrays, plus task parameters and splits.
+def load_suite(name: str, tier: str = DEFAULT_TIER) -> Suite:
+    """The meta-train batches of suite `name` (of data tier `tier`) as arrays, plus task parameters and splits.
 
-    The datasets must be built (`bmrl_bench.builder.ensure_built` builds the missing ones).
+    The datasets must be built (`bmrl_bench.builder.ensure_built` builds the missing ones). An
+    unknown tier, or a tier the suite has not built, is one line before anything loads.
     """
     card = get_card(name)
     root = datasets_root()
+    require_tier_built(card, root, tier)
     tasks: list[TaskInfo] = []
     batches: list[Batch] = []
     for i in card.train_indices():
-        info, batch = load_task(card, i, root)
+        info, batch = load_task(card, i, root, tier)
         tasks.append(info)
         batches.append(batch)
     for i in card.test_indices():
-        tasks.append(_test_task_info(card, i, root))
-    return Suite(card=card, family=get_family(card.family), tasks=tasks, train=Batch.concatenate(batches), root=root)
+        tasks.append(_test_task_info(card, i, root, tier))
+    return Suite(card=card, family=get_family(card.family), tasks=tasks, train=Batch.concatenate(batches), root=root,
+                 tier=tier)

@@ -35,6 +35,7 @@ from pydantic import (
 
 from bmrl_bench.errors import SubmissionError
 from bmrl_bench.fsutil import atomic_write_text
+from bmrl_bench.tiers import DEFAULT_TIER, TIER_ALTERNATIVES, TIERS
 
 __all__ = [
     "AlgorithmInfo",
@@ -59,7 +60,6 @@ __all__ = [
 ]
 
 SCHEMA_VERSION = 1
-DEFAULT_TIER = "replay"
 
 # Bounds against hostile files.
 MAX_FILE_BYTES = 5 * 1024 * 1024
@@ -72,8 +72,10 @@ MAX_MAP_ITEMS = 256  # keys of config / constants / wall_time_s / aggregates
 MAX_LIST_ITEMS = 1_000  # items of a list-valued config entry
 
 NAME_PATTERN = r"^[a-z0-9][a-z0-9_.-]{0,63}$"
-DATASET_ID_PATTERN = r"^bmrl/[a-z0-9-]+/task-\d{2}-v\d+$"
-_DATASET_ID_RE = re.compile(r"^bmrl/(?P<suite>[a-z0-9-]+)/task-(?P<task>\d{2})-v(?P<version>\d+)$")
+# A tier other than replay is part of the id: bmrl/<suite>/task-<ii>-<tier>-v<N> (`bmrl_bench.tiers`).
+DATASET_ID_PATTERN = rf"^bmrl/[a-z0-9-]+/task-\d{{2}}(?:-(?:{TIER_ALTERNATIVES}))?-v\d+$"
+_DATASET_ID_RE = re.compile(
+    rf"^bmrl/(?P<suite>[a-z0-9-]+)/task-(?P<task>\d{{2}})(?:-(?P<tier>{TIER_ALTERNATIVES}))?-v(?P<version>\d+)$")
 _INT64 = 2**63
 
 
@@ -180,6 +182,13 @@ class SuiteInfo(_Model):
     datasets: Annotated[list[DatasetRef], Field(min_length=1, max_length=MAX_DATASETS)]
     # The data tier; files written before tiers existed have none and mean DEFAULT_TIER.
     tier: Name | None = None
+
+    @field_validator("tier")
+    @classmethod
+    def _known_tier(cls, value: str | None) -> str | None:
+        if value is not None and value not in TIERS:
+            raise ValueError(f"unknown tier '{value}'; known tiers: {', '.join(TIERS)}")
+        return value
 
     @model_validator(mode="after")
     def _consistent(self) -> SuiteInfo:

@@ -3,7 +3,8 @@
 One card per suite says everything needed to rebuild its datasets: the task family,
 the train and test task parameters, the episode length and the behaviour recipe.
 Dataset ids follow Minari's grammar: `bmrl/<suite>/task-<ii>-v<version>`, with the
-train tasks numbered first, then the test tasks.
+train tasks numbered first, then the test tasks; a tier other than `replay` is a suffix of the
+name, `bmrl/<suite>/task-<ii>-<tier>-v<version>` (`bmrl_bench.tiers` says why).
 """
 from __future__ import annotations
 
@@ -25,10 +26,12 @@ from pydantic import (
 )
 
 from bmrl_bench.errors import CardError, DatasetIdError, UnknownSuiteError
+from bmrl_bench.tiers import DEFAULT_TIER, TIER_ALTERNATIVES, tier_suffix
 
 NAMESPACE = "bmrl"
 _NAME = r"[a-z0-9][a-z0-9-]*"
-DATASET_ID_RE = re.compile(rf"^{NAMESPACE}/(?P<suite>{_NAME})/task-(?P<task>\d{{2}})-v(?P<version>\d+)$")
+DATASET_ID_RE = re.compile(rf"^{NAMESPACE}/(?P<suite>{_NAME})/task-(?P<task>\d{{2}})"
+                           rf"(?:-(?P<tier>{TIER_ALTERNATIVES}))?-v(?P<version>\d+)$")
 
 Split = Literal["train", "test"]
 
@@ -143,13 +146,13 @@ class SuiteCard(BaseModel):
     def test_indices(self) -> list[int]:
         return list(range(len(self.train_tasks), self.num_tasks))
 
-    def dataset_id(self, index: int) -> str:
+    def dataset_id(self, index: int, tier: str = DEFAULT_TIER) -> str:
         if not 0 <= index < self.num_tasks:
             raise DatasetIdError(f"suite '{self.name}' has tasks 0..{self.num_tasks - 1}, not {index}")
-        return f"{NAMESPACE}/{self.name}/task-{index:02d}-v{self.version}"
+        return f"{NAMESPACE}/{self.name}/task-{index:02d}{tier_suffix(tier)}-v{self.version}"
 
-    def dataset_ids(self) -> list[str]:
-        return [self.dataset_id(i) for i in range(self.num_tasks)]
+    def dataset_ids(self, tier: str = DEFAULT_TIER) -> list[str]:
+        return [self.dataset_id(i, tier) for i in range(self.num_tasks)]
 
     def namespace(self) -> str:
         return f"{NAMESPACE}/{self.name}"
@@ -207,18 +210,27 @@ def _read_card(path: Path, _mtime: int) -> SuiteCard:
     return card
 
 
+def dataset_tier(dataset_id: str) -> str:
+    """The tier a dataset id names (`replay` when it names none); DatasetIdError if it is no bmrl-bench id."""
+    parse_dataset_id(dataset_id)  # raises with the reason
+    m = DATASET_ID_RE.match(dataset_id)
+    assert m is not None  # parse_dataset_id matched it
+    return m["tier"] or DEFAULT_TIER
+
+
 def parse_dataset_id(dataset_id: str) -> tuple[str, int, int]:
-    """`bmrl/<suite>/task-<ii>-v<N>` -> (suite, task index, version); checks the suite exists."""
+    """`bmrl/<suite>/task-<ii>[-<tier>]-v<N>` -> (suite, task index, version); checks the suite exists."""
     m = DATASET_ID_RE.match(dataset_id)
     if m is None:
         hint = " (it has no version suffix -vN)" if not re.search(r"-v\d+$", dataset_id) else ""
         raise DatasetIdError(
-            f"'{dataset_id}' is not a bmrl-bench dataset id{hint}; ids look like bmrl/<suite>/task-00-v0"
+            f"'{dataset_id}' is not a bmrl-bench dataset id{hint}; ids look like bmrl/<suite>/task-00-v0 "
+            f"(or bmrl/<suite>/task-00-<tier>-v0, tier one of {TIER_ALTERNATIVES.replace('|', ', ')})"
         )
     suite, task, version = m["suite"], int(m["task"]), int(m["version"])
     card = get_card(suite)
     if version != card.version:
-        current = card.dataset_id(min(task, card.num_tasks - 1))
+        current = card.dataset_id(min(task, card.num_tasks - 1), m["tier"] or DEFAULT_TIER)
         raise DatasetIdError(f"'{dataset_id}': suite '{suite}' is at version v{card.version}; use {current}")
     card.dataset_id(task)  # range check
     return suite, task, version
