@@ -8,7 +8,9 @@ drawn from the same env RNG stream. No family's `step` draws from that RNG (Poin
 none; the MuJoCo v5 envs draw only in `reset_model`), so episode e starts where the seeded
 reset followed by e unseeded resets puts it, whatever was stepped in between. The seed
 recipe and the shard size are in the dataset's metadata (`bmrl_behaviour`), so the stored
-transitions and their checksums stay as they are.
+transitions and their checksums stay as they are. The other tiers (`bmrl_bench.builder.tiers`)
+reset every episode with its own seed, recorded in their metadata (`bmrl_tier.episode_seeds`):
+there each chosen episode is replayed from its own seeded reset.
 
 The env is rebuilt with Minari's `recover_environment()` from the `env_spec` the dataset
 stores (id, task parameter, time limit), so a replay also checks that spec. Comparisons are
@@ -27,6 +29,7 @@ import numpy as np
 from bmrl_bench.data import Episodes, dataset_dir, datasets_root, read_episodes, read_metadata
 from bmrl_bench.errors import BmrlError
 from bmrl_bench.suites import get_card
+from bmrl_bench.tiers import DEFAULT_TIER
 
 # The collector seeds task k of a shard with `behaviour.seed * SEED_STRIDE + k` (bmrl_bench/collect.py).
 SEED_STRIDE = 1000
@@ -72,6 +75,11 @@ class ReplayResult:
         return None if self.error is None else f"{self.dataset_id}: {self.error}"
 
 
+def shard_reset_seed(behaviour_seed: int, place: int) -> int:
+    """The seed of the one seeded reset of the task at `place` in its behaviour shard (and of its action space)."""
+    return behaviour_seed * SEED_STRIDE + place
+
+
 def reset_seed(meta: dict[str, Any]) -> int:
     """The seed of a dataset's first reset, from its metadata: task k of its shard got `seed * 1000 + k`."""
     behaviour = meta["bmrl_behaviour"]
@@ -79,7 +87,7 @@ def reset_seed(meta: dict[str, Any]) -> int:
     per_shard = behaviour.get("tasks_per_shard")  # absent: all tasks in one shard
     # Shards are consecutive runs of `tasks_per_shard` task indices (`SuiteCard.shards`).
     place = index % int(per_shard) if per_shard else index
-    return int(behaviour["seed"]) * SEED_STRIDE + place
+    return shard_reset_seed(int(behaviour["seed"]), place)
 
 
 def spread(num_episodes: int, n: int) -> list[int]:
@@ -155,6 +163,17 @@ def replay_dataset(dataset_id: str, n: int, root: Path | None = None) -> ReplayR
             mismatch = Mismatch(dataset_id, chosen[0], None, "task_param", repr(stored_param), repr(param))
             return ReplayResult(dataset_id, tuple(chosen), 0, mismatch, time.perf_counter() - t0)
         slices = list(ep.episode_slices())
+        if "bmrl_tier" in meta:  # a tier dataset: every episode has its own reset seed
+            runs = meta["bmrl_tier"]["episode_seeds"]
+            seeds = [first + k for first, count in runs for k in range(count)]
+            run_ends = set(np.cumsum([count for _, count in runs]) - 1)  # each run's last episode closes a buffer
+            for e in chosen:
+                obs0, _ = env.reset(seed=seeds[e])
+                took, found = _replay_episode(env, dataset_id, e, obs0, ep, slices[e], e in run_ends)
+                steps += took
+                if found is not None:
+                    break
+            return ReplayResult(dataset_id, tuple(chosen), steps, found, time.perf_counter() - t0)
         obs0, _ = env.reset(seed=reset_seed(meta))
         resets = 0  # unseeded resets so far: episode e starts after e of them
         for e in chosen:
@@ -170,15 +189,16 @@ def replay_dataset(dataset_id: str, n: int, root: Path | None = None) -> ReplayR
     return ReplayResult(dataset_id, tuple(chosen), steps, found, time.perf_counter() - t0)
 
 
-def replay_suite(name: str, n: int, root: Path | None = None, indices: list[int] | None = None) -> list[ReplayResult]:
-    """`replay_dataset` for each task of suite `name` (or the task `indices`), in task order.
+def replay_suite(name: str, n: int, root: Path | None = None, indices: list[int] | None = None,
+                 tier: str = DEFAULT_TIER) -> list[ReplayResult]:
+    """`replay_dataset` for each task of suite `name` (or the task `indices`) in data tier `tier`, in task order.
 
     A dataset that cannot be read or whose env cannot be made is a result too (its `error`), so one
     damaged dataset does not hide the replays of the others."""
     card = get_card(name)
     results = []
     for i in range(card.num_tasks) if indices is None else indices:
-        dataset_id = card.dataset_id(i)
+        dataset_id = card.dataset_id(i, tier)
         try:
             results.append(replay_dataset(dataset_id, n, root))
         except BmrlError as e:

@@ -60,3 +60,117 @@ def test_load_suite_refuses_an_unknown_tier_and_an_unbuilt_one_before_loading(ti
     assert str(e.value) == ("suite tiny-pointgoal has not built its expert tier here (3 of 3 datasets missing); "
                             "run `bmrl-bench datasets build tiny-pointgoal --tier expert`")
     assert "\n" not in str(e.value)
+
+
+# ---------------------------------------------------------------------------- building
+
+
+def _checksums(tier: str) -> list[str]:
+    from bmrl_bench.data import read_metadata
+
+    card = get_card(TINY)
+    return [read_metadata(card.dataset_id(i, tier))["bmrl_checksum"] for i in range(card.num_tasks)]
+
+
+def test_random_and_expert_tiers_build_load_and_rebuild_to_the_same_bytes(tiny_suite: Path) -> None:
+    from bmrl_bench.builder import build_suite
+    from bmrl_bench.builder.tiers import first_seed
+    from bmrl_bench.data import read_episodes, read_metadata
+
+    card = get_card(TINY)
+    replay = load_suite(TINY)
+    for tier in ("random", "expert"):
+        report = build_suite(TINY, tier=tier)
+        assert report.built == card.dataset_ids(tier) and report.skipped == []
+        suite = load_suite(TINY, tier=tier)
+        assert suite.tier == tier and [t.dataset_id for t in suite.tasks] == card.dataset_ids(tier)
+        for i in card.train_indices():  # the same transitions per task as replay
+            assert len(suite.train.task(i)) == len(replay.train.task(i)) == card.behaviour.steps_per_task
+        # one normalizer per task: the replay tier's references
+        assert [(t.ref_min, t.ref_max) for t in suite.tasks] == [(t.ref_min, t.ref_max) for t in replay.tasks]
+        meta = read_metadata(card.dataset_id(2, tier))
+        episodes = read_episodes(card.dataset_id(2, tier))
+        assert meta["bmrl_tier"]["episode_seeds"] == [[first_seed(card, tier, 2), len(episodes.lengths)]]
+        assert first_seed(card, tier, 2) == 70_000_000 + 10_000_000 * {"random": 0, "expert": 2}[tier] + 200_000
+        assert int(episodes.lengths.sum()) == card.behaviour.steps_per_task
+        assert _test_task_loads(suite)
+    first = {t: _checksums(t) for t in ("random", "expert")}
+    assert first["random"] != first["expert"] and first["random"] != _checksums("replay")
+    assert build_suite(TINY, tier="expert").built == []  # verified: nothing to do
+    for tier in ("random", "expert"):
+        assert build_suite(TINY, tier=tier, force=True).built == card.dataset_ids(tier)
+        assert _checksums(tier) == first[tier]  # deterministic: the same bytes again
+
+
+def _test_task_loads(suite: object) -> bool:
+    """A tier's test task loads as a batch of its own tier."""
+    batch = suite.load_test_batch(suite.card.test_indices()[0])  # type: ignore[attr-defined]
+    return len(batch) == suite.card.behaviour.steps_per_task  # type: ignore[attr-defined]
+
+
+def test_tier_episodes_replay_bit_exactly_from_their_own_seeds(tiny_suite: Path) -> None:
+    import h5py
+
+    from bmrl_bench.builder import build_suite
+    from bmrl_bench.data import dataset_dir
+    from bmrl_bench.replay import replay_suite
+
+    build_suite(TINY, tier="medium-expert")  # builds medium and expert first
+    card = get_card(TINY)
+    for tier in ("medium", "expert", "medium-expert"):
+        results = replay_suite(TINY, 7, tier=tier)
+        assert [r.dataset_id for r in results] == card.dataset_ids(tier)
+        assert all(r.ok for r in results), [r.problem for r in results]
+    # Minari records every episode's seed, as its own DataCollector does
+    with h5py.File(dataset_dir(card.dataset_id(0, "expert")) / "data" / "main_data.hdf5") as f:
+        assert f["episode_0"].attrs["seed"] == 90_000_000 and f["episode_1"].attrs["seed"] == 90_000_001
+
+
+def test_medium_expert_is_medium_then_expert(tiny_suite: Path) -> None:
+    import numpy as np
+
+    from bmrl_bench.builder import build_suite
+    from bmrl_bench.data import read_episodes
+
+    build_suite(TINY, tier="medium-expert")
+    card = get_card(TINY)
+    union = read_episodes(card.dataset_id(1, "medium-expert"))
+    medium, expert = read_episodes(card.dataset_id(1, "medium")), read_episodes(card.dataset_id(1, "expert"))
+    np.testing.assert_array_equal(union.lengths, np.concatenate([medium.lengths, expert.lengths]))
+    np.testing.assert_array_equal(union.actions, np.concatenate([medium.actions, expert.actions]))
+    assert len(load_suite(TINY, tier="medium-expert").train.task(0)) == 2 * card.behaviour.steps_per_task
+
+
+def test_pick_medium_takes_the_check_closest_to_40_percent() -> None:
+    from bmrl_bench.builder.tiers import pick_medium
+
+    curve = [(100, -90.0), (200, -70.0), (300, -58.0), (400, -40.0), (500, -20.0)]
+    # random -100, final -20: the target is -100 + 0.4 * 80 = -68
+    assert pick_medium(curve, -100.0) == (200, -70.0, pytest.approx(-68.0))
+    assert pick_medium([(1, -69.0), (2, -67.0), (3, -20.0)], -100.0)[0] == 1  # a tie: the earlier check
+
+
+def test_medium_without_snapshots_says_to_retrain_and_force_retrains_to_the_same_expert(tiny_suite: Path) -> None:
+    import shutil
+
+    from bmrl_bench.builder import build_suite, expert_dir
+    from bmrl_bench.builder.snapshots import load_snapshots, snapshots_dir
+    from bmrl_bench.builder.tiers import MediumNeedsExpertError
+
+    card = get_card(TINY)
+    saved = load_snapshots(card, tiny_suite)
+    assert saved is not None and sorted(saved.weights) == [s for s, _ in saved.curve] == [250, 500, 750, 1000]
+    weights = (expert_dir(card, tiny_suite) / "weights.safetensors").read_bytes()
+    shutil.rmtree(snapshots_dir(card, tiny_suite))  # as a build from before snapshots were kept
+    with pytest.raises(MediumNeedsExpertError) as e:
+        build_suite(TINY, tier="medium")
+    assert str(e.value) == (
+        "the expert of tiny-pointgoal was saved without its check snapshots (built before they were kept), so the "
+        "medium tier has no policy; re-train it with `bmrl-bench datasets build tiny-pointgoal --tier medium "
+        "--force` (the same weights, bit for bit, plus its snapshots)")
+    report = build_suite(TINY, tier="medium", force=True)
+    assert report.built == card.dataset_ids("medium") and "expert" in report.units_run
+    again = load_snapshots(card, tiny_suite)
+    assert again is not None and again.curve == saved.curve
+    assert all((again.weights[s][k] == saved.weights[s][k]).all() for s in saved.weights for k in saved.weights[s])
+    assert (expert_dir(card, tiny_suite) / "weights.safetensors").read_bytes() == weights  # the expert is untouched

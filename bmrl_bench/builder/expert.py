@@ -21,6 +21,11 @@ episode so far) to one file, atomically, and a later call with the same file res
 there. Writing one draws no random number, and each env is restored by replaying its
 episode from its reset seed (then checked against the saved observation and env RNG),
 so a resumed training ends bit-identical to one that never stopped.
+
+Snapshots: given a `snapshots` list, every check appends (env step, the actor's weights) to it
+(and the checkpoint keeps them), so a tier can act with the expert as it was at a check
+(`bmrl_bench.builder.tiers`: the `medium` tier). Copying weights draws no random number and
+changes no arithmetic: the expert trains the same with or without them.
 """
 from __future__ import annotations
 
@@ -48,6 +53,7 @@ _REPLAY_FIELDS = ("observations", "actions", "rewards", "next_observations", "te
 
 Curve = list[tuple[int, float]]
 TaskCurve = list[tuple[int, list[float]]]
+Snapshots = list[tuple[int, dict[str, np.ndarray]]]  # (env step of a check, the actor's weights then)
 
 
 @dataclass
@@ -155,13 +161,14 @@ def train_expert(
     *,
     train_params: Sequence[float] = (),
     checkpoint: ExpertCheckpoint | None = None,
+    snapshots: Snapshots | None = None,
 ) -> tuple[BatchedSAC, ExpertTraining]:
     """SAC on tasks drawn uniformly from [param_low, param_high] per episode, param in the obs.
 
     Trains at least `min_steps` env steps, then until the card's stop rule fires (see the
     module's docstring) or `max_steps` is reached. `train_params`: the tasks the every-task
     rule checks. `checkpoint`: resume from its file if it holds this training, and write it
-    after every check.
+    after every check. `snapshots`: a list that receives (step, actor weights) at every check.
     """
     every_task = recipe.stop_rule == "every-task"
     if every_task and not train_params:
@@ -221,6 +228,8 @@ def train_expert(
         returns, recent, step = list(meta["returns"]), list(meta["recent"]), int(meta["step"])
         curve = [(int(s), float(r)) for s, r in meta["curve"]]
         task_curve = [(int(s), [float(x) for x in r]) for s, r in meta["task_curve"]]
+        if snapshots is not None:
+            snapshots.extend(_saved_snapshots(saved))
         if checkpoint is not None:
             checkpoint.resumed_at = step
     warmup = min(recipe.min_steps // 10, 5000)
@@ -265,11 +274,13 @@ def train_expert(
             else:
                 curve.append((step, check()))
                 converged = step >= recipe.min_steps and mean_converged(curve, recipe.patience, recipe.min_improvement)
+            if snapshots is not None:
+                snapshots.append((step, {k: v.numpy() for k, v in sac.actor_state(0).items()}))
             if converged:
                 break
             if checkpoint is not None and step < recipe.max_steps:
                 _write_checkpoint(checkpoint.path, key, step, sac, replay, rng, slots, returns, recent, curve,
-                                  task_curve)
+                                  task_curve, snapshots)
                 if checkpoint.saved is not None:
                     checkpoint.saved(step)
     for s in slots:
@@ -292,7 +303,7 @@ def _json_array(obj: Any) -> np.ndarray:
 
 def _write_checkpoint(path: Path, key: dict[str, Any], step: int, sac: BatchedSAC, replay: BatchedReplay,
                       rng: np.random.Generator, slots: list[_Slot], returns: list[float], recent: list[float],
-                      curve: Curve, task_curve: TaskCurve) -> None:
+                      curve: Curve, task_curve: TaskCurve, snapshots: Snapshots | None = None) -> None:
     """Everything the rest of the training depends on, in one .npz (no pickle), written atomically."""
     meta = {
         "key": key, "step": step, "returns": returns, "recent": recent, "curve": curve, "task_curve": task_curve,
@@ -308,6 +319,8 @@ def _write_checkpoint(path: Path, key: dict[str, Any], step: int, sac: BatchedSA
     for i, s in enumerate(slots):
         arrays[f"slot{i}.obs"] = s.obs
         arrays[f"slot{i}.actions"] = np.asarray(s.actions, dtype=np.float32).reshape(len(s.actions), sac.act_dim)
+    for step_, weights in snapshots or ():  # the check snapshots so far, as `snap.<step>.<name>`
+        arrays.update({f"snap.{step_}.{k}": v for k, v in weights.items()})
     with atomic_file(path) as f:
         np.savez(f, **arrays)
 
@@ -359,6 +372,16 @@ def _replay_envs(saved: dict[str, Any], family: Family, episode_length: int) -> 
                 slot.env.close()
             return None
     return slots
+
+
+def _saved_snapshots(saved: dict[str, Any]) -> Snapshots:
+    """The check snapshots a checkpoint holds (none in one written without them), in step order."""
+    by_step: dict[int, dict[str, np.ndarray]] = {}
+    for name, value in saved.items():
+        if name.startswith("snap."):
+            step, key = name[5:].split(".", 1)
+            by_step.setdefault(int(step), {})[key] = value
+    return sorted(by_step.items())
 
 
 def _restore_learning(saved: dict[str, Any], sac: BatchedSAC, replay: BatchedReplay, rng: np.random.Generator) -> None:

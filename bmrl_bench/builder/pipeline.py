@@ -13,7 +13,9 @@ from typing import Any
 import numpy as np
 
 from bmrl_bench.builder.policies import expert_files, save_expert
+from bmrl_bench.builder.snapshots import save_snapshots
 from bmrl_bench.builder.task_data import TaskData
+from bmrl_bench.builder.tiers import build_tier
 from bmrl_bench.builder.units import ExpertUnit, ReferenceUnit, ShardUnit, UnitCache, run_build_unit
 from bmrl_bench.builder.writer import clean_staging, suite_lock, write_dataset, write_namespace
 from bmrl_bench.data import STALE_REFERENCES, dataset_status, datasets_root, missing_tasks, suite_bytes
@@ -21,6 +23,7 @@ from bmrl_bench.executor import Executor, LocalExecutor, ProgressFn, Resources
 from bmrl_bench.families import get_family
 from bmrl_bench.runtime import torch_threads
 from bmrl_bench.suites import SuiteCard, get_card
+from bmrl_bench.tiers import DEFAULT_TIER, check_tier
 from bmrl_bench.unit_progress import phase_progress
 
 
@@ -44,16 +47,32 @@ def ensure_built(suite: SuiteCard | str, *, executor: Executor | None = None,
 
 
 def build_suite(name: str, force: bool = False, progress: ProgressFn | None = None,
-                executor: Executor | None = None) -> BuildReport:
-    """Build every missing or damaged dataset of suite `name` (all of them with `force`).
+                executor: Executor | None = None, tier: str = DEFAULT_TIER) -> BuildReport:
+    """Build every missing or damaged dataset of suite `name` (all of them with `force`) in data tier `tier`.
 
     Units run on `executor` (default: inline in this process). Training runs on one
     torch thread: float sums depend on the thread count, and the same card must give
     the same bytes (checksums) on every machine of a kind. `force` also discards
-    finished units of an earlier, interrupted build.
+    finished units of an earlier, interrupted build. Another tier than `replay` first builds
+    what `replay` misses (its references and expert are the tier's), then rolls out its
+    policies (`builder.tiers`); `force` then rewrites the tier's datasets only.
     """
+    check_tier(tier)
     with torch_threads(1), suite_lock(name, datasets_root()):
-        return _build_suite(name, force, progress, executor or LocalExecutor(1))
+        if tier == DEFAULT_TIER:
+            return _build_suite(name, force, progress, executor or LocalExecutor(1))
+        return _build_tier(name, tier, force, progress, executor or LocalExecutor(1))
+
+
+def _build_tier(name: str, tier: str, force: bool, progress: ProgressFn | None, executor: Executor) -> BuildReport:
+    replay = _build_suite(name, False, progress, executor)
+    card = get_card(name)
+    root = datasets_root()
+    unit_progress = executor.progress or (phase_progress(progress) if progress is not None else None)
+    done = build_tier(card, tier, root, force=force, executor=executor, progress=progress, unit_progress=unit_progress)
+    seconds = {f"replay {k}": v for k, v in replay.seconds.items()} | done.seconds
+    return BuildReport(card.name, done.built, done.skipped, seconds, suite_bytes(card, root),
+                       replay.units_run + done.units_run)
 
 
 def _build_suite(name: str, force: bool, progress: ProgressFn | None, executor: Executor) -> BuildReport:
@@ -91,6 +110,7 @@ def _build_suite(name: str, force: bool, progress: ProgressFn | None, executor: 
         unit = units[i]
         if isinstance(unit, ExpertUnit):
             save_expert(result.state, card, root, result.obs_dim, result.act_dim, result.training)
+            save_snapshots(card, root, result.snapshots, result.training)  # the medium tier's candidates
             seconds["expert"] = result.seconds
         else:
             cache.save(unit.shard, result.tasks)

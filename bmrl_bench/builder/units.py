@@ -16,13 +16,13 @@ import json
 import shutil
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-from bmrl_bench.builder.expert import ExpertCheckpoint, ExpertTraining, train_expert
+from bmrl_bench.builder.expert import ExpertCheckpoint, ExpertTraining, Snapshots, train_expert
 from bmrl_bench.builder.policies import expert_from_state, family_act_dim, family_obs_dim
 from bmrl_bench.builder.reference_scores import reference_returns
 from bmrl_bench.builder.task_data import TaskData
@@ -85,6 +85,7 @@ class ExpertResult:
     act_dim: int
     training: ExpertTraining
     seconds: float
+    snapshots: Snapshots = field(default_factory=list)  # the actor at every check (the medium tier's candidates)
 
 
 def _unit_progress(phase: str) -> Callable[[int, int, list[float]], None]:
@@ -112,9 +113,10 @@ def run_build_unit(
             total = card.expert.max_steps
             saved = lambda step: report(step, total, f"checkpoint at step {step}", phase="expert SAC")  # noqa: E731
             ckpt = None if unit.checkpoint is None else ExpertCheckpoint(unit.checkpoint, saved=saved)
+            snapshots: Snapshots = []
             expert, training = train_expert(family, min(all_params), max(all_params), card.episode_length, card.expert,
                                             _unit_progress("expert SAC"), train_params=card.train_tasks,
-                                            checkpoint=ckpt)
+                                            checkpoint=ckpt, snapshots=snapshots)
             if ckpt is not None:
                 said = "trained from scratch" if ckpt.resumed_at is None else f"resumed at step {ckpt.resumed_at}"
                 said += f" (a checkpoint was discarded: {ckpt.discarded})" if ckpt.discarded else ""
@@ -122,7 +124,7 @@ def run_build_unit(
                 ckpt.path.unlink(missing_ok=True)  # the expert's own files, saved next, supersede it
             state = {k: v.numpy() for k, v in expert.state_dict().items()}
             obs_dim = family_obs_dim(family) + 1  # the expert sees the task parameter too
-            return ExpertResult(state, obs_dim, family_act_dim(family), training, time.perf_counter() - t0)
+            return ExpertResult(state, obs_dim, family_act_dim(family), training, time.perf_counter() - t0, snapshots)
         expert = expert_from_state(shared["state"], shared["config"])
         report(0, 1, "", phase="reference returns")
         refs = reference_returns(card, family, unit.index, unit.actor_state, expert, shared["config"]["act_dim"])
