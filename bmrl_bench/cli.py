@@ -126,23 +126,28 @@ EXECUTOR_OPT = typer.Option("local", "--executor", help=EXECUTOR_HELP)
 ADDRESS_OPT = typer.Option(None, "--address", help=ADDRESS_HELP)
 WORKERS_OPT = typer.Option(None, "--workers", min=0, max=MAX_THREADS, help=WORKERS_HELP)
 THREADS_HELP = "torch CPU threads (0: all cores)."
+TIER_HELP = ("Data tier: replay (the paper's replay buffers, the default), random, medium, expert or medium-expert "
+             "(roll-outs of the suite's saved policies; built with `datasets build SUITE --tier TIER`).")
+TIER_OPT = typer.Option("replay", "--tier", help=TIER_HELP)
 
 # ---------------------------------------------------------------------------- datasets
 
 
 @datasets_app.command("list")
-def datasets_list() -> None:
-    """Suites, their tasks and splits, and which datasets are built."""
+def datasets_list(tier: str = TIER_OPT) -> None:
+    """Suites, their tasks and splits, and which datasets (of a data tier) are built."""
+    inputs.check_tier(tier)
     from rich import box
     from rich.table import Table
 
     from bmrl_bench.data import datasets_status
 
-    status = datasets_status()
+    status = datasets_status(tier=tier)
     # Fits 80 columns: no rules between columns, one space of padding, the size inside `built`.
     # Only the task lists may wrap, on narrower terminals.
-    table = Table(box=box.SIMPLE_HEAD, show_edge=False, padding=(0, 1, 0, 0), caption=f"datasets in {status.root}",
-                  caption_justify="left")
+    shown = "" if tier == "replay" else f" ({tier} tier)"
+    table = Table(box=box.SIMPLE_HEAD, show_edge=False, padding=(0, 1, 0, 0),
+                  caption=f"datasets in {status.root}{shown}", caption_justify="left")
     table.add_column("suite", no_wrap=True)  # the name users type: never cut
     table.add_column("train tasks")
     table.add_column("test tasks")
@@ -169,28 +174,38 @@ def datasets_build(
     executor: str = EXECUTOR_OPT,
     address: str | None = ADDRESS_OPT,
     workers: int | None = WORKERS_OPT,
+    tier: str = TIER_OPT,
 ) -> None:
-    """Collect the behaviour data of a suite and write it as Minari datasets (one torch thread: reproducible bytes)."""
+    """Collect the behaviour data of a suite and write it as Minari datasets (one torch thread: reproducible bytes).
+
+    Another --tier than replay also builds what replay misses, then rolls out the saved policies."""
     inputs.check_suite(suite)
+    inputs.check_tier(tier)
     inputs.check_executor(executor, address)
     from bmrl_bench.builder import build_suite
 
     t0 = time.perf_counter()
     with make_executor(executor, address, workers) as ex, executor_display(ex) as update:
-        report = build_suite(suite, force=force, progress=update, executor=ex)
+        report = build_suite(suite, force=force, progress=update, executor=ex, tier=tier)
     took = time.perf_counter() - t0
     size = _human_bytes(report.bytes_on_disk)
+    what = "datasets" if tier == "replay" else f"{tier} datasets"
     if not report.built:
-        console.print(f"{suite}: all {len(report.skipped)} datasets already built and verified ({size}).")
+        console.print(f"{suite}: all {len(report.skipped)} {what} already built and verified ({size}).")
         return
     phases = ", ".join(f"{k} {v:.0f}s" for k, v in report.seconds.items())
-    console.print(f"{suite}: built {len(report.built)} datasets in {took:.0f}s ({phases}); {size} on disk.")
+    console.print(f"{suite}: built {len(report.built)} {what} in {took:.0f}s ({phases}); {size} on disk.")
 
 
 @datasets_app.command("info")
-def datasets_info(dataset_id: str = typer.Argument(..., help="e.g. bmrl/pointgoal-3/task-00-v0")) -> None:
+def datasets_info(
+    dataset_id: str = typer.Argument(..., help="e.g. bmrl/pointgoal-3/task-00-v0 (or task-00-expert-v0)"),
+    tier: str | None = typer.Option(None, "--tier", help="Show this data tier's dataset of the id's task instead."),
+) -> None:
     """Metadata of one dataset: task, split, behaviour recipe, reference scores, checksum."""
     inputs.check_dataset_id(dataset_id)
+    if tier is not None:
+        dataset_id = inputs.tier_dataset_id(dataset_id, inputs.check_tier(tier))
     import json
 
     from rich.table import Table
@@ -206,6 +221,7 @@ def datasets_info(dataset_id: str = typer.Argument(..., help="e.g. bmrl/pointgoa
         ("task parameter", f"{meta['bmrl_param_name']} = {meta['bmrl_task_param']}"),
         ("episodes / steps", f"{meta['total_episodes']} / {meta['total_steps']}"),
         ("episode returns", f"min {info.returns_min:.1f}, mean {info.returns_mean:.1f}, max {info.returns_max:.1f}"),
+        *([("tier", json.dumps(meta["bmrl_tier"]))] if "bmrl_tier" in meta else []),
         ("behaviour", json.dumps(meta["bmrl_behaviour"])),
         ("ref_min_score", f"{meta['ref_min_score']:.2f} (uniform random policy)"),
         ("ref_max_score", f"{meta['ref_max_score']:.2f} ({meta['bmrl_ref_max_source']} policy)"),
@@ -232,30 +248,34 @@ def datasets_verify(
     suite: str = SUITE_ARG,
     replay: str | None = typer.Option(None, "--replay", metavar="N", help=(
         "Also replay N episodes of each dataset (spread over it) in its recovered env; name the first mismatch.")),
+    tier: str = TIER_OPT,
 ) -> None:
     """Recompute every dataset's checksum; name each missing or damaged file. --replay N also re-runs episodes."""
-    inputs.check_suite(suite)
+    card = inputs.check_suite(suite)
+    inputs.check_tier(tier)
     count = None if replay is None else inputs.parse_replay_count(replay)
+    inputs.check_tier_built(card, tier)
     from bmrl_bench.data import verify_suite
+    from bmrl_bench.tiers import build_command
 
-    rows = verify_suite(suite)
+    rows = verify_suite(suite, tier)
     for r in rows:
         console.print("ok   " + r.dataset_id if r.status == "ok" else f"FAIL {r.dataset_id}: {r.status}")
     bad = [r.dataset_id for r in rows if r.status != "ok"]
     if count is not None:
-        bad += _replay_lines(suite, count, [i for i, r in enumerate(rows) if r.status != "missing"])
+        bad += _replay_lines(suite, count, [i for i, r in enumerate(rows) if r.status != "missing"], tier)
     if bad:
         raise BmrlError(f"{len(set(bad))} of {len(rows)} datasets of {suite} failed verification; "
-                        f"rebuild with `bmrl-bench datasets build {suite}`")
+                        f"rebuild with {build_command(suite, tier)}")
     console.print(f"{suite}: all {len(rows)} datasets verified" + ("." if count is None else ", replays bit-exact."))
 
 
-def _replay_lines(suite: str, count: int, indices: list[int]) -> list[str]:
+def _replay_lines(suite: str, count: int, indices: list[int], tier: str = "replay") -> list[str]:
     """Replay the datasets that exist (a tampered one shows where it differs); one line each; the ids that failed."""
     from bmrl_bench.replay import replay_suite
 
     failed = []
-    for r in replay_suite(suite, count, indices=indices):
+    for r in replay_suite(suite, count, indices=indices, tier=tier):
         if r.ok:
             console.print(f"replay ok   {r.dataset_id}: {len(r.episodes)} episodes, {r.steps} steps bit-exact "
                           f"({r.seconds:.1f}s)", soft_wrap=True)
@@ -266,12 +286,13 @@ def _replay_lines(suite: str, count: int, indices: list[int]) -> list[str]:
 
 
 @datasets_app.command("publish")
-def datasets_publish(suite: str = SUITE_ARG) -> None:
-    """Record the local build's checksums and reference scores as the suite's published build."""
+def datasets_publish(suite: str = SUITE_ARG, tier: str = TIER_OPT) -> None:
+    """Record the local build's checksums and reference scores as the suite's published build (of a data tier)."""
     inputs.check_suite(suite)
+    inputs.check_tier(tier)
     from bmrl_bench.published import publish_local_build
 
-    console.print(f"wrote {publish_local_build(suite)}")
+    console.print(f"wrote {publish_local_build(suite, tier)}")
 
 
 @datasets_app.command("card")
@@ -313,11 +334,12 @@ def eval_cmd(
     executor: str = typer.Option("local", "--executor", help=EXECUTOR_HELP + " One unit per seed."),
     address: str | None = ADDRESS_OPT,
     workers: int | None = WORKERS_OPT,
+    tier: str = TIER_OPT,
 ) -> None:
     """Fit an algorithm on a suite's meta-train datasets and score it zero-shot on the test tasks."""
     request = inputs.eval_request(algo=algo, suite=suite, seeds=seeds, protocol=protocol, episodes=episodes,
                                   config=config, set_=set_, out=out, device=device, checkpoints=checkpoints,
-                                  executor=executor, address=address)
+                                  executor=executor, address=address, tier=tier)
     from bmrl_bench.harness import evaluate
 
     _set_threads(threads)
@@ -327,6 +349,7 @@ def eval_cmd(
             episodes=request.episodes, config_name=request.config_name, overrides=request.overrides,
             out_dir=request.out_dir, device=request.device, progress=update, checkpoint_dir=request.checkpoint_dir,
             executor=ex, unit_cpus=max(1, threads),  # a seed's unit in a worker reserves --threads CPUs
+            tier=request.tier,
         )
     _print_eval(run, title=f"{algo} on {request.suite_name} ({request.protocol_name}), seeds {seeds}")
 

@@ -23,6 +23,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 from bmrl_bench.errors import BmrlError
+from bmrl_bench.tiers import DEFAULT_TIER
 
 # Seeds feed numpy's legacy seeding (below 2**32) and `protocols.episode_seed`; the board takes at most 200.
 MAX_SEED = 2**31 - 1
@@ -121,6 +122,31 @@ def check_suite(name: str) -> Any:
 
     with as_input_error():
         return get_card(name)
+
+
+def check_tier(tier: str) -> str:
+    """`--tier`: one of the known data tiers (`bmrl_bench.tiers`)."""
+    from bmrl_bench.tiers import check_tier as known_tier
+
+    with as_input_error():
+        return known_tier(tier)
+
+
+def check_tier_built(card: Any, tier: str) -> None:
+    """Every dataset of `tier` is on disk (a presence check; the replay tier is built on demand instead)."""
+    from bmrl_bench.data import datasets_root, require_tier_built
+
+    with as_input_error():
+        require_tier_built(card, datasets_root(), tier)
+
+
+def tier_dataset_id(dataset_id: str, tier: str) -> str:
+    """`datasets info ID --tier TIER`: the id of the same task's dataset in `tier`."""
+    from bmrl_bench.suites import get_card, parse_dataset_id
+
+    with as_input_error():
+        suite, task, _ = parse_dataset_id(dataset_id)
+        return get_card(suite).dataset_id(task, tier)
 
 
 def check_protocol(name: str) -> None:
@@ -343,13 +369,15 @@ class EvalRequest:
     out_dir: Path
     device: str
     checkpoint_dir: Path | None
+    tier: str = DEFAULT_TIER
 
 
 def eval_request(*, algo: str, suite: str, seeds: str, protocol: str, episodes: int | None, config: str | None,
                  set_: list[str], out: Path, device: str, checkpoints: Path | None, executor: str,
-                 address: str | None) -> EvalRequest:
+                 address: str | None, tier: str = DEFAULT_TIER) -> EvalRequest:
     """Every input of `bmrl-bench eval`, cheapest check first."""
     seed_list = parse_seeds(seeds)
+    check_tier(tier)
     device = check_device(device)
     check_executor(executor, address)
     check_folder_to_write(out, "--out")
@@ -358,7 +386,8 @@ def eval_request(*, algo: str, suite: str, seeds: str, protocol: str, episodes: 
     card = check_suite(suite)
     check_protocol(protocol)
     config_name, overrides = check_config(algo, card, config, set_)
+    check_tier_built(card, tier)
     return EvalRequest(algorithm=algo, suite_name=card.name, protocol_name=protocol, seeds=seed_list, episodes=episodes,
                        config_name=config_name, overrides=overrides, out_dir=out, device=device,
-                       checkpoint_dir=checkpoints)
+                       checkpoint_dir=checkpoints, tier=tier)
 

@@ -39,6 +39,7 @@ from bmrl_bench.executor import Executor, LocalExecutor, ProgressFn, Resources, 
 from bmrl_bench.meta_data import meta_train_data, spec_of  # noqa: F401 - re-exported: callers imported them from here
 from bmrl_bench.protocols import DEFAULT_PROTOCOL, EvalProtocol, episode_seed, get_protocol
 from bmrl_bench.runtime import torch_threads
+from bmrl_bench.tiers import DEFAULT_TIER
 from bmrl_bench.unit_progress import phase_progress
 from bmrl_bench.version import __version__
 
@@ -186,8 +187,12 @@ def evaluate(
     checkpoint_dir: Path | None = None,
     executor: Executor | None = None,
     unit_cpus: int = 1,
+    tier: str = DEFAULT_TIER,
 ) -> EvalRun:
     """Fit `algorithm` on the meta-train tasks of `suite_name` once per seed; score its test tasks.
+
+    `tier`: the data tier fit sees (and an offline-context protocol reads); the replay tier is built
+    when missing, another tier must have been built (`bmrl-bench datasets build SUITE --tier TIER`).
 
     Seeds run as units on `executor` (default: one after another in this process);
     `unit_cpus` is what each seed's unit reserves and its torch threads, in this process too (one by
@@ -209,7 +214,7 @@ def evaluate(
     if ensure_built(card, executor=executor, progress=say) is not None:
         wall["build"] = time.perf_counter() - t0
     t0 = time.perf_counter()
-    suite = load_suite(suite_name)
+    suite = load_suite(suite_name, tier)
     wall["load"] = time.perf_counter() - t0
     cfg_name, config = resolve_config(cls, suite.name, suite.family.name, config_name, overrides)
     spec = spec_of(suite)
@@ -253,6 +258,8 @@ def evaluate(
                 }
                 for t in suite.tasks
             ],
+            # A file of the replay tier names none, so it reads (and hashes) as before tiers existed.
+            **({} if suite.tier == DEFAULT_TIER else {"tier": suite.tier}),
         },
         "protocol": {"name": protocol.name, "version": protocol.version, "constants": dict(protocol.constants)},
         "seeds": list(seeds),
@@ -267,7 +274,8 @@ def evaluate(
     path = None
     if out_dir is not None:
         stamp = dt.datetime.now().strftime("%Y%m%d-%H%M%S")
-        path = Path(out_dir) / f"{algorithm}-{suite.name}-{protocol.name}-{stamp}.json"
+        tier_part = "" if suite.tier == DEFAULT_TIER else f"-{suite.tier}"
+        path = Path(out_dir) / f"{algorithm}-{suite.name}{tier_part}-{protocol.name}-{stamp}.json"
         write_results(model, path)
     scores = normalized_scores(model, {t.index: (t.ref_min, t.ref_max) for t in suite.test_tasks})
     return EvalRun(results=results, path=path, wall_time_s=wall, per_task=per_task_table(results, suite),
@@ -370,7 +378,7 @@ def reevaluate(
     """
     say: ProgressFn = progress or (lambda *a: None)
     executor = executor or LocalExecutor(1)
-    suite = load_suite(results.suite.name)
+    suite = load_suite(results.suite.name, results.suite.tier or DEFAULT_TIER)
     protocol = get_protocol(results.protocol.name)
     seeds = list(results.seeds)
     items = []

@@ -3,7 +3,9 @@
 A suite's published build is recorded beside its card as `<suite>.published.json`
 (dataset checksums and reference scores of the build the board's numbers refer to).
 `bmrl-bench datasets publish SUITE` writes it from the local build. A submission
-whose checksums match only a local build is accepted and shown as such.
+whose checksums match only a local build is accepted and shown as such. Every other data
+tier has its own file, `<suite>.<tier>.published.json` (`datasets publish SUITE --tier TIER`),
+so the replay tier's file stays as it was.
 """
 from __future__ import annotations
 
@@ -16,10 +18,12 @@ from bmrl_bench.fsutil import atomic_write_text
 from bmrl_bench.leaderboard import ReferenceTask, SuiteReference
 from bmrl_bench.protocols import PROTOCOLS
 from bmrl_bench.suites import SuiteCard, _card_files, get_card
+from bmrl_bench.tiers import DEFAULT_TIER, build_command, check_tier
 
 
-def published_path(card: SuiteCard) -> Path:
-    return _card_files()[card.name].with_suffix(".published.json")
+def published_path(card: SuiteCard, tier: str = DEFAULT_TIER) -> Path:
+    suffix = ".published.json" if check_tier(tier) == DEFAULT_TIER else f".{tier}.published.json"
+    return _card_files()[card.name].with_suffix(suffix)
 
 
 def card_page(card: SuiteCard) -> Path:
@@ -27,9 +31,9 @@ def card_page(card: SuiteCard) -> Path:
     return _card_files()[card.name].parent.parent / "docs" / "cards" / card.name / "index.html"
 
 
-def read_published(card: SuiteCard) -> dict[str, dict]:
-    """dataset_id -> {checksum, ref_min, ref_max, param, split} of the published build (may be empty)."""
-    path = published_path(card)
+def read_published(card: SuiteCard, tier: str = DEFAULT_TIER) -> dict[str, dict]:
+    """dataset_id -> {checksum, ref_min, ref_max, param, split} of the published build of `tier` (may be empty)."""
+    path = published_path(card, tier)
     if not path.exists():
         return {}
     data = json.loads(path.read_text())
@@ -38,10 +42,10 @@ def read_published(card: SuiteCard) -> dict[str, dict]:
     return data["datasets"]
 
 
-def _local(card: SuiteCard) -> dict[str, dict]:
+def _local(card: SuiteCard, tier: str = DEFAULT_TIER) -> dict[str, dict]:
     out = {}
     for i in range(card.num_tasks):
-        dataset_id = card.dataset_id(i)
+        dataset_id = card.dataset_id(i, tier)
         try:
             meta = read_metadata(dataset_id, datasets_root())
         except (DatasetMissingError, DatasetCorruptError):
@@ -52,24 +56,26 @@ def _local(card: SuiteCard) -> dict[str, dict]:
     return out
 
 
-def suite_reference(name: str, version: int) -> SuiteReference:
+def suite_reference(name: str, version: int, tier: str = DEFAULT_TIER) -> SuiteReference:
+    """What the board trusts about `name` v`version` in data tier `tier` (the board asks with a tier only
+    for entries of another tier than replay)."""
     card = get_card(name)
     if version != card.version:
         raise SubmissionError(f"suite {name} v{version} is not on this board (current: v{card.version}); "
                               f"re-run eval on v{card.version}")
-    published, local = read_published(card), _local(card)
+    published, local = read_published(card, tier), _local(card, tier)
     refs = published or local
-    test_ids = [card.dataset_id(i) for i in card.test_indices()]
+    test_ids = [card.dataset_id(i, tier) for i in card.test_indices()]
     if not all(d in refs for d in test_ids):
+        what = "" if tier == DEFAULT_TIER else f" of its {tier} tier"
         raise SubmissionError(
-            f"suite {name} has no published build and is not fully built here; run `bmrl-bench datasets build {name}`"
+            f"suite {name} has no published build{what} and is not fully built here; run {build_command(name, tier)}"
         )
     return SuiteReference(
         name=name,
         version=card.version,
-        test_tasks=[ReferenceTask(i, card.dataset_id(i), refs[card.dataset_id(i)]["param"],
-                                  refs[card.dataset_id(i)]["ref_min"], refs[card.dataset_id(i)]["ref_max"])
-                    for i in card.test_indices()],
+        test_tasks=[ReferenceTask(i, d, refs[d]["param"], refs[d]["ref_min"], refs[d]["ref_max"])
+                    for i, d in zip(card.test_indices(), test_ids)],
         published_checksums={d: {v["checksum"]} for d, v in published.items()},
         local_checksums={d: v["checksum"] for d, v in local.items()},
         protocol_constants={p.name: (p.version, dict(p.constants)) for p in PROTOCOLS.values()},
@@ -79,12 +85,15 @@ def suite_reference(name: str, version: int) -> SuiteReference:
     )
 
 
-def publish_local_build(name: str) -> Path:
-    """Record the local build of `name` as its published build (maintainers only)."""
+def publish_local_build(name: str, tier: str = DEFAULT_TIER) -> Path:
+    """Record the local build of `name` (data tier `tier`) as its published build (maintainers only)."""
     card = get_card(name)
-    local = _local(card)
+    local = _local(card, tier)
     if len(local) != card.num_tasks:
-        raise BmrlError(f"suite {name} is not fully built; run `bmrl-bench datasets build {name}` first")
-    path = published_path(card)
-    atomic_write_text(path, json.dumps({"suite": name, "version": card.version, "datasets": local}, indent=2) + "\n")
+        what = "" if tier == DEFAULT_TIER else f" in its {tier} tier"
+        raise BmrlError(f"suite {name} is not fully built{what}; run {build_command(name, tier)} first")
+    path = published_path(card, tier)
+    # The replay tier's file keeps its keys (and bytes); another tier's names itself.
+    head = {"suite": name, "version": card.version} | ({} if tier == DEFAULT_TIER else {"tier": tier})
+    atomic_write_text(path, json.dumps(head | {"datasets": local}, indent=2) + "\n")
     return path

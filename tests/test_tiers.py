@@ -1,12 +1,13 @@
 """Dataset tiers: ids, loading, building from saved policies, bad inputs, results and the board."""
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import pytest
 
 from bmrl_bench.data import load_suite
-from bmrl_bench.errors import DatasetIdError
+from bmrl_bench.errors import DatasetIdError, SubmissionError
 from bmrl_bench.suites import dataset_tier, get_card, parse_dataset_id
 from bmrl_bench.tiers import TIERS, TierNotBuiltError, UnknownTierError
 
@@ -174,3 +175,136 @@ def test_medium_without_snapshots_says_to_retrain_and_force_retrains_to_the_same
     assert again is not None and again.curve == saved.curve
     assert all((again.weights[s][k] == saved.weights[s][k]).all() for s in saved.weights for k in saved.weights[s])
     assert (expert_dir(card, tiny_suite) / "weights.safetensors").read_bytes() == weights  # the expert is untouched
+
+
+# ---------------------------------------------------------------------------- results and the board
+
+
+def _tier_results(tier: str | None) -> dict:
+    """tests/test_leaderboard.py's results file, on data tier `tier` (None: a file from before tiers)."""
+    from tests.board_helpers import sha
+    from tests.test_leaderboard import make_results
+
+    data = make_results("algo-t" if tier else "algo-r")
+    if tier is not None:
+        data["suite"]["tier"] = tier
+        for d in data["suite"]["datasets"]:
+            d["dataset_id"] = d["dataset_id"].replace("-v1", f"-{tier}-v1")
+            d["checksum"] = sha(f"{tier}-{d['task_index']}")
+    return data
+
+
+def _published(name: str, version: int, tier: str = "replay") -> object:
+    """tests/test_leaderboard.py's reference; another tier has its own ids and checksums, the same references."""
+    from bmrl_bench.leaderboard import SuiteReference
+    from tests.board_helpers import sha
+    from tests.test_leaderboard import published
+
+    ref = published(name, version)
+    if tier == "replay":
+        return ref
+    ids = {i: f"bmrl/{name}/task-{i:02d}-{tier}-v{version}" for i in range(4)}
+    return SuiteReference(ref.name, ref.version, [t._replace(dataset_id=ids[t.task_index]) for t in ref.test_tasks],
+                          {ids[i]: {sha(f"{tier}-{i}")} for i in range(4)}, {}, ref.protocol_constants)
+
+
+def test_an_old_results_file_reads_as_replay_and_a_tier_round_trips(tmp_path: Path) -> None:
+    from bmrl_bench.results import canonical_json, data_tier, load_results, parse_results
+    from tests.test_leaderboard import write_json
+
+    old = load_results(write_json(tmp_path / "old.json", _tier_results(None)))
+    assert old.suite.tier is None and data_tier(old) == "replay"
+    tiered = load_results(write_json(tmp_path / "t.json", _tier_results("medium-expert")))
+    assert data_tier(tiered) == "medium-expert"
+    assert tiered.suite.datasets[0].dataset_id == "bmrl/tiny-lb/task-00-medium-expert-v1"
+    assert data_tier(parse_results(json.loads(canonical_json(tiered)), "again")) == "medium-expert"
+    bad = _tier_results("expert")
+    bad["suite"]["tier"] = "mediocre"
+    with pytest.raises(SubmissionError, match="unknown tier 'mediocre'; known tiers: replay, random, medium"):
+        parse_results(bad, "bad.json")
+
+
+def test_the_board_keys_tables_by_tier_and_checks_a_tier_against_its_own_published_build(tmp_path: Path) -> None:
+    from bmrl_bench.leaderboard import load_board, markdown, submit
+    from tests.test_leaderboard import write_json
+
+    board = tmp_path / "board"
+    replay = submit(write_json(tmp_path / "r.json", _tier_results(None)), board, _published)
+    expert = submit(write_json(tmp_path / "e.json", _tier_results("expert")), board, _published)
+    assert (replay.tier, expert.tier) == ("replay", "expert")
+    assert replay.data == expert.data == "reference"  # each matched its own tier's published checksums
+    assert sorted(e.tier for e in load_board(board, _published)) == ["expert", "replay"]
+    readme = markdown(board, _published)
+    assert "## tiny-lb v1 · replay tier · zero-shot v1 · reference data" in readme
+    assert "## tiny-lb v1 · expert tier · zero-shot v1 · reference data" in readme
+    # an expert-tier file whose checksums are the replay tier's is refused, naming the tier's build command
+    wrong = _tier_results("expert")
+    for d, r in zip(wrong["suite"]["datasets"], _tier_results(None)["suite"]["datasets"]):
+        d["checksum"] = r["checksum"]
+    with pytest.raises(SubmissionError, match=r"datasets build tiny-lb --tier expert`"):
+        submit(write_json(tmp_path / "w.json", wrong), board, _published)
+
+
+# ---------------------------------------------------------------------------- the CLI
+
+
+def _cli(*args: str) -> tuple[int, str]:
+    from typer.testing import CliRunner
+
+    from bmrl_bench.cli import app
+
+    result = CliRunner().invoke(app, list(args))
+    return result.exit_code, result.output
+
+
+def test_cli_tier_bad_inputs_are_one_line_before_any_work(tiny_suite: Path) -> None:
+    for args in (["datasets", "list", "--tier", "mediocre"], ["datasets", "build", TINY, "--tier", "mediocre"],
+                 ["datasets", "verify", TINY, "--tier", "mediocre"], ["eval", "--algo", "random", "--suite", TINY,
+                                                                      "--tier", "mediocre"]):
+        code, out = _run_main(args)
+        assert code == 2 and out == ("error: unknown tier 'mediocre'; known tiers: replay, random, medium, expert, "
+                                     "medium-expert\n"), (args, out)
+    for args in (["datasets", "verify", TINY, "--tier", "expert"],
+                 ["eval", "--algo", "random", "--suite", TINY, "--tier", "expert", "--out", str(tiny_suite / "r")]):
+        code, out = _run_main(args)
+        assert code == 2 and out == ("error: suite tiny-pointgoal has not built its expert tier here (3 of 3 datasets "
+                                     "missing); run `bmrl-bench datasets build tiny-pointgoal --tier expert`\n"), out
+
+
+def _run_main(args: list[str]) -> tuple[int, str]:
+    """`bmrl-bench ARGS` through cli.main (exit code, stderr)."""
+    import contextlib
+    import io
+    import sys
+
+    from bmrl_bench.cli import main
+
+    err = io.StringIO()
+    old = sys.argv
+    sys.argv = ["bmrl-bench", *args]
+    try:
+        with contextlib.redirect_stderr(err), pytest.raises(SystemExit) as e:
+            main()
+    finally:
+        sys.argv = old
+    return int(e.value.code or 0), err.getvalue()
+
+
+def test_cli_builds_lists_verifies_and_evaluates_a_tier(tiny_suite: Path, tmp_path: Path) -> None:
+    from bmrl_bench.results import data_tier, load_results
+
+    code, out = _cli("datasets", "build", TINY, "--tier", "random")
+    assert code == 0 and "built 3 random datasets" in out, out
+    code, out = _cli("datasets", "list", "--tier", "random")
+    assert code == 0 and "3/3" in out and "(random tier)" in out
+    code, out = _cli("datasets", "verify", TINY, "--tier", "random", "--replay", "3")
+    assert code == 0 and "bmrl/tiny-pointgoal/task-02-random-v0" in out and "replays bit-exact" in out, out
+    code, out = _cli("datasets", "info", "bmrl/tiny-pointgoal/task-01-v0", "--tier", "random")
+    assert code == 0 and "task-01-random-v0" in out and "episode_seeds" in out, out
+    code, out = _cli("eval", "--algo", "random", "--suite", TINY, "--tier", "random", "--out", str(tmp_path / "res"),
+                     "--workers", "1")
+    assert code == 0, out
+    (path,) = (tmp_path / "res").glob("random-tiny-pointgoal-random-zero-shot-*.json")
+    results = load_results(path)
+    assert data_tier(results) == "random"
+    assert [d.dataset_id for d in results.suite.datasets] == get_card(TINY).dataset_ids("random")

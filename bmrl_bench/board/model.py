@@ -49,7 +49,8 @@ class SuiteReference:
         object.__setattr__(self, "test_tasks", [ReferenceTask(*t) for t in self.test_tasks])
 
 
-Published = Callable[[str, int], SuiteReference]
+# published(suite, version) for the replay tier; published(suite, version, tier) for another data tier.
+Published = Callable[..., SuiteReference]
 
 
 @dataclass(frozen=True)

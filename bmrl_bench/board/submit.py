@@ -21,7 +21,7 @@ from bmrl_bench.board.validate import (
 )
 from bmrl_bench.errors import SubmissionError
 from bmrl_bench.fsutil import replace_dir
-from bmrl_bench.results import canonical_json, load_results
+from bmrl_bench.results import canonical_json, data_tier, load_results
 
 
 def submit(
@@ -109,7 +109,7 @@ def load_board(board_dir: Path, published: Published) -> list[Entry]:
     root = board_dir / store.SUBMISSIONS
     if not root.is_dir():
         return []
-    refs: dict[tuple[str, int], SuiteReference] = {}
+    refs: dict[tuple[str, int, str], SuiteReference] = {}
     entries = []
     for path in sorted(root.glob("*/*/*.json")):
         results = load_results(path)
@@ -120,7 +120,7 @@ def load_board(board_dir: Path, published: Published) -> list[Entry]:
                 f"{path}: the file does not match its content (it should be"
                 f" {expected.relative_to(board_dir).as_posix()}); restore it or remove it and submit the results again"
             )
-        key = (results.suite.name, results.suite.version)
+        key = (results.suite.name, results.suite.version, data_tier(results))  # one reference per data tier
         if key not in refs:
             refs[key] = reference(published, results, str(path))
         ref = refs[key]

@@ -12,7 +12,8 @@ import numpy as np
 
 from bmrl_bench.board.model import DataSource, Published, SuiteReference
 from bmrl_bench.errors import BmrlError, SubmissionError
-from bmrl_bench.results import DatasetRef, ResultsFile
+from bmrl_bench.results import DEFAULT_TIER, DatasetRef, ResultsFile, data_tier
+from bmrl_bench.tiers import build_command
 
 
 def content_hash(results: ResultsFile) -> str:
@@ -31,9 +32,10 @@ def content_hash(results: ResultsFile) -> str:
 
 
 def reference(published: Published, results: ResultsFile, source: str) -> SuiteReference:
-    name, version = results.suite.name, results.suite.version
+    """What the board trusts about the file's suite, version and data tier (asked with a tier only when not replay)."""
+    name, version, tier = results.suite.name, results.suite.version, data_tier(results)
     try:
-        ref = published(name, version)
+        ref = published(name, version) if tier == DEFAULT_TIER else published(name, version, tier)
     except (BmrlError, LookupError) as e:
         reason = " ".join(str(e).split()) or type(e).__name__
         raise SubmissionError(
@@ -149,8 +151,8 @@ def check_checksums(results: ResultsFile, ref: SuiteReference, source: str) -> D
             continue
         raise SubmissionError(
             f"{source}: dataset {d.dataset_id} has checksum {d.checksum[:12]}..., which matches neither a published"
-            f" build nor the local build of suite {ref.name} v{ref.version}; rebuild it with `bmrl-bench datasets build"
-            f" {ref.name}` (or get the published datasets) and re-run eval"
+            f" build nor the local build of suite {ref.name} v{ref.version}; rebuild it with"
+            f" {build_command(ref.name, data_tier(results))} (or get the published datasets) and re-run eval"
         )
     return data
 
