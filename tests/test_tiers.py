@@ -308,3 +308,34 @@ def test_cli_builds_lists_verifies_and_evaluates_a_tier(tiny_suite: Path, tmp_pa
     results = load_results(path)
     assert data_tier(results) == "random"
     assert [d.dataset_id for d in results.suite.datasets] == get_card(TINY).dataset_ids("random")
+
+
+def test_a_tiers_published_file_sits_beside_the_replay_one_and_the_board_reads_it(
+        tiny_suite: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    import shutil
+
+    from bmrl_bench.builder import build_suite
+    from bmrl_bench.published import publish_local_build, suite_reference
+
+    cards = tmp_path / "cards"  # a private copy of the card: publishing writes beside it
+    cards.mkdir()
+    shutil.copy(Path(__file__).parent / "cards" / f"{TINY}.toml", cards)
+    monkeypatch.setenv("BMRL_BENCH_CARDS", str(cards))
+    card = get_card(TINY)
+    with pytest.raises(Exception, match=r"not fully built in its random tier; run `bmrl-bench datasets build "
+                                        r"tiny-pointgoal --tier random` first"):
+        publish_local_build(TINY, "random")
+    build_suite(TINY, tier="random")
+    path = publish_local_build(TINY, "random")
+    assert path == cards / "tiny-pointgoal.random.published.json"
+    assert sorted(p.name for p in cards.iterdir()) == ["tiny-pointgoal.random.published.json", "tiny-pointgoal.toml"]
+    written = json.loads(path.read_text())
+    assert (written["suite"], written["version"], written["tier"]) == (TINY, 0, "random")
+    assert list(written["datasets"]) == card.dataset_ids("random")
+    ref = suite_reference(TINY, 0, "random")
+    assert [t.dataset_id for t in ref.test_tasks] == [card.dataset_id(2, "random")]
+    assert ref.published_checksums == {d: {v["checksum"]} for d, v in written["datasets"].items()}
+    replay = suite_reference(TINY, 0)  # the replay tier has no published file here: its local build
+    assert replay.published_checksums == {} and [t.dataset_id for t in replay.test_tasks] == [card.dataset_id(2)]
+    assert (ref.test_tasks[0].ref_min, ref.test_tasks[0].ref_max) == (replay.test_tasks[0].ref_min,
+                                                                       replay.test_tasks[0].ref_max)
