@@ -339,3 +339,42 @@ def test_a_tiers_published_file_sits_beside_the_replay_one_and_the_board_reads_i
     assert replay.published_checksums == {} and [t.dataset_id for t in replay.test_tasks] == [card.dataset_id(2)]
     assert (ref.test_tasks[0].ref_min, ref.test_tasks[0].ref_max) == (replay.test_tasks[0].ref_min,
                                                                        replay.test_tasks[0].ref_max)
+
+
+# ---------------------------------------------------------------------------- the expert's snapshots
+
+
+def test_snapshots_change_nothing_of_the_expert_and_survive_a_kill(tmp_path: Path) -> None:
+    import numpy as np
+
+    from bmrl_bench.builder.expert import ExpertCheckpoint, train_expert
+    from bmrl_bench.families import get_family
+    from bmrl_bench.runtime import torch_threads
+    from bmrl_bench.suites import ExpertRecipe
+    from tests.test_expert_resume import Crash, assert_same, crash_at, learner_state
+
+    family = get_family("pointgoal")
+    recipe = ExpertRecipe(min_steps=200, max_steps=500, eval_every=100, num_envs=2, hidden=[16, 16], batch_size=16)
+
+    def train(snapshots: list | None, checkpoint: ExpertCheckpoint | None = None) -> tuple:
+        with torch_threads(1):
+            return train_expert(family, 0.0, 180.0, 20, recipe, checkpoint=checkpoint, snapshots=snapshots)
+
+    plain, record = train(None)
+    snaps: list = []
+    with_snaps, record2 = train(snaps)
+    assert_same(learner_state(plain), learner_state(with_snaps))  # bit-identical: copying weights draws nothing
+    assert record2 == record
+    assert [s for s, _ in snaps] == [s for s, _ in record.curve]  # one snapshot per check
+    last = {k: v.numpy() for k, v in with_snaps.actor_state(0).items()}
+    if record.curve[-1][0] == record.steps:  # the last check is the end of the training: the final actor
+        assert all(np.array_equal(snaps[-1][1][k], last[k]) for k in last)
+    path = tmp_path / "expert.npz"
+    with pytest.raises(Crash):
+        train([], ExpertCheckpoint(path, saved=crash_at(2)))
+    resumed_snaps: list = []
+    resumed, _ = train(resumed_snaps, ExpertCheckpoint(path))
+    assert_same(learner_state(plain), learner_state(resumed))
+    assert [s for s, _ in resumed_snaps] == [s for s, _ in snaps]  # the two before the kill came from the checkpoint
+    for (_, a), (_, b) in zip(snaps, resumed_snaps):
+        assert all(np.array_equal(a[k], b[k]) for k in a)
