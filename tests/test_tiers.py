@@ -378,3 +378,35 @@ def test_snapshots_change_nothing_of_the_expert_and_survive_a_kill(tmp_path: Pat
     assert [s for s, _ in resumed_snaps] == [s for s, _ in snaps]  # the two before the kill came from the checkpoint
     for (_, a), (_, b) in zip(snaps, resumed_snaps):
         assert all(np.array_equal(a[k], b[k]) for k in a)
+
+
+def test_mujoco_rollouts_end_episodes_where_the_env_does_and_replay_from_their_seeds() -> None:
+    """Hopper falls (true terminations): a random tier's episodes restart from their own seeds, the last one is
+    cut where the transitions run out, and each replays alone from its seed."""
+    import numpy as np
+
+    from bmrl_bench.builder.tiers import TierPolicy, first_seed, rollout_task
+    from bmrl_bench.families import get_family
+    from bmrl_bench.suites import SuiteCard
+
+    card = SuiteCard.model_validate({
+        "name": "tiny-hopper", "version": 0, "family": "hopper-vel", "description": "test", "episode_length": 100,
+        "train_tasks": [1.0], "test_tasks": [2.0],
+        "behaviour": {"steps_per_task": 150, "learning_starts": 10, "hidden": [8], "batch_size": 8},
+        "expert": {"min_steps": 10, "max_steps": 10, "hidden": [8], "batch_size": 8}})
+    family = get_family("hopper-vel")
+    episodes, seed0 = rollout_task(card, family, 1, "random", TierPolicy(act_dim=3))
+    assert seed0 == first_seed(card, "random", 1) == 70_100_000
+    assert int(episodes.lengths.sum()) == 150 and len(episodes.lengths) > 2  # random hoppers fall early
+    ends = np.cumsum(episodes.lengths) - 1
+    assert episodes.terminations[ends[:-1]].all()  # every episode but the last ended by a fall
+    assert episodes.truncations[ends[-1]] or episodes.terminations[ends[-1]]  # the last is closed
+    env = family.make(card.task_param(1), max_episode_steps=card.episode_length)
+    for e, (os_, ts) in enumerate(episodes.episode_slices()):
+        obs, _ = env.reset(seed=seed0 + e)
+        replayed = [np.asarray(obs, dtype=np.float32)]
+        for a in episodes.actions[ts]:
+            obs, *_ = env.step(a)
+            replayed.append(np.asarray(obs, dtype=np.float32))
+        np.testing.assert_array_equal(np.stack(replayed), episodes.observations[os_])
+    env.close()
