@@ -42,7 +42,7 @@ from bmrl_bench.builder.policies import expert_files
 from bmrl_bench.builder.reference_scores import BuildError
 from bmrl_bench.builder.snapshots import CheckSnapshots, load_snapshots, save_snapshots
 from bmrl_bench.builder.units import ExpertResult, ExpertUnit, UnitCache, run_build_unit
-from bmrl_bench.builder.writer import _json_plain, _minari_root, _staging_prefix
+from bmrl_bench.builder.writer import CODE_PERMALINK, _json_plain, _minari_root, _staging_prefix
 from bmrl_bench.collect import evaluate_policy, random_policy, task_feature, with_task
 from bmrl_bench.data import (
     Episodes,
@@ -316,7 +316,7 @@ def write_tier_dataset(card: SuiteCard, family: Family, index: int, tier: str, e
             ds = minari.create_dataset_from_buffers(
                 dataset_id=dataset_id, buffer=buffers, env=env, algorithm_name=f"{tier} tier: {TIERS[tier]}",
                 author="bmrl-bench", author_email="bmrl-bench@users.noreply.github.com",
-                code_permalink="https://github.com/bmrl-bench/bmrl-bench",
+                code_permalink=CODE_PERMALINK,
                 description=f"{card.description} Task {index:02d} ({card.task_split(index)}): "
                 f"{family.param_name}={card.task_param(index)}; {tier} tier ({TIERS[tier]}).",
                 eval_env=env, ref_min_score=float(replay_meta["ref_min_score"]),
