@@ -16,6 +16,7 @@ import torch
 
 from bmrl_bench.families import Family
 from bmrl_bench.learners.sac import BatchedReplay, BatchedSAC, SACConfig
+from bmrl_bench.replay import shard_reset_seed
 from bmrl_bench.suites import BehaviourRecipe
 
 Policy = Callable[[np.ndarray], np.ndarray]  # (B, obs_dim) -> (B, act_dim), deterministic
@@ -67,9 +68,10 @@ def collect_behaviour(
     replay = BatchedReplay(k, recipe.steps_per_task, obs_dim, act_dim, seed=recipe.seed)
     rng = np.random.default_rng(recipe.seed)
 
-    obs = np.stack([env.reset(seed=recipe.seed * 1000 + i)[0] for i, env in enumerate(envs)])
+    # One seeded reset per task, then unseeded ones: `datasets verify --replay` recomputes these seeds.
+    obs = np.stack([env.reset(seed=shard_reset_seed(recipe.seed, i))[0] for i, env in enumerate(envs)])
     for i, env in enumerate(envs):
-        env.action_space.seed(recipe.seed * 1000 + i)
+        env.action_space.seed(shard_reset_seed(recipe.seed, i))
     current = [Episode(observations=[obs[i].copy()]) for i in range(k)]
     finished: list[list[Episode]] = [[] for _ in range(k)]
     recent = [float("nan")] * k
