@@ -160,6 +160,11 @@ STALE_REFERENCES = ("stale reference scores: the card's expert recipe changed si
                     "run the build again")
 
 
+# A tier dataset whose references are no longer its task's replay references: a tier build rewrites it.
+STALE_TIER_REFERENCES = ("stale reference scores: the replay tier's references changed since this dataset was "
+                         "built; build its tier again")
+
+
 def dataset_status(card: SuiteCard, index: int, root: Path, tier: str = DEFAULT_TIER) -> str:
     """'ok', 'missing', or a one-line description of the damage (of the task's dataset in `tier`).
 
@@ -177,7 +182,18 @@ def dataset_status(card: SuiteCard, index: int, root: Path, tier: str = DEFAULT_
         return f"checksum mismatch: {dataset_dir(dataset_id, root) / 'data' / 'main_data.hdf5'} was modified"
     if meta.get("bmrl_expert", {}).get("recipe") != card.expert.model_dump():
         return STALE_REFERENCES
+    if tier != DEFAULT_TIER and _replay_references_moved(card, index, root, meta):
+        return STALE_TIER_REFERENCES
     return "ok"
+
+
+def _replay_references_moved(card: SuiteCard, index: int, root: Path, meta: dict) -> bool:
+    """A tier dataset carries its task's replay references: have those changed since (a rebuilt replay tier)?"""
+    try:
+        replay = read_metadata(card.dataset_id(index), root)
+    except (DatasetMissingError, DatasetCorruptError):
+        return False  # nothing to compare with: the tier's own data is intact
+    return (meta["ref_min_score"], meta["ref_max_score"]) != (replay["ref_min_score"], replay["ref_max_score"])
 
 
 def missing_tasks(card: SuiteCard, root: Path, tier: str = DEFAULT_TIER) -> list[int]:

@@ -66,16 +66,21 @@ def suite_reference(name: str, version: int, tier: str = DEFAULT_TIER) -> SuiteR
     published, local = read_published(card, tier), _local(card, tier)
     refs = published or local
     test_ids = [card.dataset_id(i, tier) for i in card.test_indices()]
-    if not all(d in refs for d in test_ids):
-        what = "" if tier == DEFAULT_TIER else f" of its {tier} tier"
-        raise SubmissionError(
-            f"suite {name} has no published build{what} and is not fully built here; run {build_command(name, tier)}"
-        )
+    # One normalizer per task, whatever the tier: the replay tier's references, so that a tier's
+    # entries move with them when they are published again.
+    norm = refs if tier == DEFAULT_TIER else (read_published(card) or _local(card))
+    replay_ids = [card.dataset_id(i) for i in card.test_indices()]
+    for needed, where, t in ((refs, test_ids, tier), (norm, replay_ids, DEFAULT_TIER)):
+        if not all(d in needed for d in where):
+            what = "" if t == DEFAULT_TIER else f" of its {t} tier"
+            raise SubmissionError(
+                f"suite {name} has no published build{what} and is not fully built here; run {build_command(name, t)}"
+            )
     return SuiteReference(
         name=name,
         version=card.version,
-        test_tasks=[ReferenceTask(i, d, refs[d]["param"], refs[d]["ref_min"], refs[d]["ref_max"])
-                    for i, d in zip(card.test_indices(), test_ids)],
+        test_tasks=[ReferenceTask(i, d, refs[d]["param"], norm[r]["ref_min"], norm[r]["ref_max"])
+                    for i, d, r in zip(card.test_indices(), test_ids, replay_ids)],
         published_checksums={d: {v["checksum"]} for d, v in published.items()},
         local_checksums={d: v["checksum"] for d, v in local.items()},
         protocol_constants={p.name: (p.version, dict(p.constants)) for p in PROTOCOLS.values()},

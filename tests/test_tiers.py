@@ -410,3 +410,22 @@ def test_mujoco_rollouts_end_episodes_where_the_env_does_and_replay_from_their_s
             replayed.append(np.asarray(obs, dtype=np.float32))
         np.testing.assert_array_equal(np.stack(replayed), episodes.observations[os_])
     env.close()
+
+
+def test_a_tier_goes_stale_when_its_replay_references_move_and_a_build_refreshes_it(tiny_suite: Path) -> None:
+    from bmrl_bench.builder import build_suite
+    from bmrl_bench.data import STALE_TIER_REFERENCES, dataset_dir, dataset_status, read_metadata
+
+    card = get_card(TINY)
+    build_suite(TINY, tier="random")
+    before = _checksums("random")
+    path = dataset_dir(card.dataset_id(0)) / "data" / "metadata.json"
+    meta = json.loads(path.read_text())
+    meta["ref_max_score"] += 1.0  # as a re-published reference (say an analytic optimum) moves it
+    path.write_text(json.dumps(meta))
+    assert dataset_status(card, 0, tiny_suite) == "ok"  # the replay data is intact
+    assert dataset_status(card, 0, tiny_suite, "random") == STALE_TIER_REFERENCES
+    assert dataset_status(card, 1, tiny_suite, "random") == "ok"
+    assert build_suite(TINY, tier="random").built == [card.dataset_id(0, "random")]
+    assert read_metadata(card.dataset_id(0, "random"))["ref_max_score"] == meta["ref_max_score"]
+    assert _checksums("random") == before  # the same roll-outs: only the references moved
