@@ -25,10 +25,22 @@ python benchmarks/time_context.py --suite pointgoal-semicircle --checkpoints ckp
 bmrl-bench eval --algo time --suite pointgoal-semicircle --seeds 0-2 --set context_size=4 --set test_context=0 --checkpoints ckpt-context4/ --out results/ablations/
 python benchmarks/time_context.py --suite pointgoal-semicircle --checkpoints ckpt-context4/ --contexts 0 --protocol offline-context
 for seed in 0 1 2; do
-  python benchmarks/time_teachers.py --suite halfcheetah-vel-lite --steps 3000,6000,10000 --episodes 5 --seed "$seed" --out "results/ablations/teachers-s$seed.json"
+  python benchmarks/time_teachers.py --suite halfcheetah-vel-lite --config halfcheetah-vel-lite-official-bcq --steps 3000,6000,10000 --episodes 5 --seed "$seed" --out "results/ablations/teachers-s$seed.json"
 done
 for p1 in 3000 10000; do
   for p2 in 3000 30000; do
-    bmrl-bench eval --algo time --suite halfcheetah-vel-lite --seeds 0-2 --set phase1_steps=$p1 --set phase2_steps=$p2 --out results/ablations/
+    bmrl-bench eval --algo time --suite halfcheetah-vel-lite --config halfcheetah-vel-lite-official-bcq --seeds 0-2 --set phase1_steps=$p1 --set phase2_steps=$p2 --out results/ablations/
   done
+done
+
+# Issue 17: phase 1 that learns (docs/time-analysis.md). Each variant's teachers, scored on their own tasks.
+P1="--set phase1_lr=0.001 --set phase1_tau=0.02 --set phase1_phi=0.5"
+for v in "" "--set phase1_lr=0.001" "--set phase1_tau=0.02" "--set phase1_phi=0.25" "--set phase1_phi=1.0" \
+         "--set phase1_latent_clip=2.0" "--set phase1_lr=0.001 --set phase1_tau=0.02 --set phase1_phi=0.25" \
+         "--set phase1_lr=0.001 --set phase1_phi=1.0" "--set phase1_tau=0.02 --set phase1_phi=0.5 --set phase1_latent_clip=1.0" \
+         "--set phase1_lr=0.001 --set phase1_tau=0.05 --set phase1_phi=0.25" "--set phase1_lr=0.001 --set phase1_tau=0.02 --set phase1_phi=0.1" \
+         "$P1"; do
+  # shellcheck disable=SC2086
+  python benchmarks/time_teachers.py --suite halfcheetah-vel-lite --config halfcheetah-vel-lite-official-bcq $v \
+      --steps 5000,10000,15000,20000 --episodes 2 --out "results/ablations/p1-$(echo "$v" | tr -d ' -' | tr '=' '_').json"
 done

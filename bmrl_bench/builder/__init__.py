@@ -8,6 +8,8 @@ that finished; the same card gives the same bytes under every executor.
 | `pipeline` | `ensure_built`, `build_suite`: train, score, publish |
 | `units` | the units of work, `run_build_unit`, the finished-unit cache |
 | `expert` | training the family-wide expert: its stop rules, its checkpoint and resume |
+| `snapshots` | the expert's actor at every check (what the `medium` tier rolls out) |
+| `tiers` | building the `random`, `medium`, `expert` and `medium-expert` tiers from saved policies |
 | `task_data` | `TaskData`: one task's episodes and behaviour actor between units |
 | `reference_scores` | reference returns and the `ref_min`/`ref_max` they give |
 | `policies` | the family-wide expert on disk |
