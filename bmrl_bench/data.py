@@ -159,6 +159,12 @@ def dataset_info(dataset_id: str, root: Path | None = None) -> DatasetInfo:
 STALE_REFERENCES = ("stale reference scores: the card's expert recipe changed since this dataset was built; "
                     "run the build again")
 
+# The data is intact but its ref_max was chosen under another rule (`Family.ref_max_rule`; datasets
+# from before the rule was recorded were "learned"): a build recomputes the references as above.
+STALE_REFERENCE_RULE = ("stale reference scores: the family's ref_max rule changed since this dataset was built; "
+                        "run the build again")
+REFERENCES_ONLY = (STALE_REFERENCES, STALE_REFERENCE_RULE)  # statuses a build fixes without collecting data
+
 
 # A tier dataset whose references are no longer its task's replay references: a tier build rewrites it.
 STALE_TIER_REFERENCES = ("stale reference scores: the replay tier's references changed since this dataset was "
@@ -182,6 +188,8 @@ def dataset_status(card: SuiteCard, index: int, root: Path, tier: str = DEFAULT_
         return f"checksum mismatch: {dataset_dir(dataset_id, root) / 'data' / 'main_data.hdf5'} was modified"
     if meta.get("bmrl_expert", {}).get("recipe") != card.expert.model_dump():
         return STALE_REFERENCES
+    if tier == DEFAULT_TIER and meta.get("bmrl_ref_max_rule", "learned") != get_family(card.family).ref_max_rule:
+        return STALE_REFERENCE_RULE
     if tier != DEFAULT_TIER and _replay_references_moved(card, index, root, meta):
         return STALE_TIER_REFERENCES
     return "ok"
@@ -193,7 +201,8 @@ def _replay_references_moved(card: SuiteCard, index: int, root: Path, meta: dict
         replay = read_metadata(card.dataset_id(index), root)
     except (DatasetMissingError, DatasetCorruptError):
         return False  # nothing to compare with: the tier's own data is intact
-    return (meta["ref_min_score"], meta["ref_max_score"]) != (replay["ref_min_score"], replay["ref_max_score"])
+    keys = ("ref_min_score", "ref_max_score", "bmrl_ref_max_source")
+    return tuple(meta.get(k) for k in keys) != tuple(replay.get(k) for k in keys)
 
 
 def missing_tasks(card: SuiteCard, root: Path, tier: str = DEFAULT_TIER) -> list[int]:

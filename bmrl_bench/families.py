@@ -205,6 +205,9 @@ class Family:
     param_unit: str
     default_episode_length: int
     reward_varies_only: bool = True  # the parameter changes the reward, never the dynamics
+    # (param, episode_length) -> the best return any policy can get on the task, where it is known in
+    # closed form: it is then the task's `ref_max` (no learned policy can beat it). None: ref_max is learned.
+    optimal_return: Callable[[float, int], float] | None = None
 
     def make(self, param: float, max_episode_steps: int | None = None) -> gym.Env:
         """``gym.make`` this family's env for task ``param`` (default episode length if None)."""
@@ -220,10 +223,18 @@ class Family:
         """
         return _RETURN_BOUNDS[self.name](int(episode_length), param)
 
+    @property
+    def ref_max_rule(self) -> str:
+        """How this family's `ref_max` is chosen: "optimal" (the analytic optimum) or "learned" (the better of
+        the behaviour SAC and the family-wide expert). Recorded per dataset; a dataset built under another rule
+        has stale references (`data.dataset_status`). Datasets from before the rule was recorded were "learned"."""
+        return "learned" if self.optimal_return is None else "optimal"
+
 
 FAMILIES: dict[str, Family] = {
     "pointgoal": Family(
-        "pointgoal", "bmrl/PointGoal-v0", "goal_angle_deg", (0.0, 180.0), "deg", 20
+        "pointgoal", "bmrl/PointGoal-v0", "goal_angle_deg", (0.0, 180.0), "deg", 20,
+        optimal_return=pointgoal_optimal_return,
     ),
     "halfcheetah-vel": Family(
         "halfcheetah-vel", "bmrl/HalfCheetahVel-v0", "target_velocity", (0.0, 3.0), "m/s", 200

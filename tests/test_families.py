@@ -21,6 +21,7 @@ from bmrl_bench.families import (
     HopperVelEnv,
     PointGoalEnv,
     get_family,
+    pointgoal_optimal_return,
     register_envs,
 )
 
@@ -30,7 +31,8 @@ from bmrl_bench.families import (
 def test_families_table() -> None:
     assert list(FAMILIES) == ["pointgoal", "halfcheetah-vel", "hopper-vel"]
     assert FAMILIES["pointgoal"] == Family(
-        "pointgoal", "bmrl/PointGoal-v0", "goal_angle_deg", (0.0, 180.0), "deg", 20
+        "pointgoal", "bmrl/PointGoal-v0", "goal_angle_deg", (0.0, 180.0), "deg", 20,
+        optimal_return=pointgoal_optimal_return,
     )
     assert FAMILIES["halfcheetah-vel"].env_id == "bmrl/HalfCheetahVel-v0"
     assert FAMILIES["halfcheetah-vel"].param_name == "target_velocity"

@@ -13,7 +13,7 @@ from bmrl_bench import data as data_mod
 from bmrl_bench import harness
 from bmrl_bench.algorithms import EnvSpec, MetaTrainData
 from bmrl_bench.errors import UnknownAlgorithmError
-from bmrl_bench.families import Family
+from bmrl_bench.families import Family, pointgoal_optimal_return
 from bmrl_bench.results import load_results
 
 TINY = "tiny-pointgoal"
@@ -105,8 +105,13 @@ def test_reference_rows(tiny_suite: Path, tmp_path: Path) -> None:
     test = suite.test_tasks[0]
     meta = json.loads((tiny_suite / test.dataset_id / "data" / "metadata.json").read_text())
     oracle_mean = np.mean([r.episode_returns for r in oracle.returns])
-    # The oracle replays the policy behind ref_max_score on a deterministic env: it scores exactly ref_max.
-    assert oracle_mean == pytest.approx(test.ref_max, abs=1e-6)
-    assert meta["bmrl_ref_max_source"] in {"behaviour", "expert"}
+    # The oracle replays the best learned policy on a deterministic env: it scores exactly that policy's reference
+    # return; on PointGoal ref_max is the analytic optimum above it.
+    learned = meta["bmrl_ref_max_learned"]
+    assert learned["source"] in {"behaviour", "expert"}
+    assert learned["return"] == pytest.approx(np.mean(meta["bmrl_reference_returns"][learned["source"]]))
+    assert oracle_mean == pytest.approx(learned["return"], abs=1e-6)
+    assert meta["bmrl_ref_max_source"] == "optimal"
+    assert test.ref_max == pointgoal_optimal_return(test.param, suite.card.episode_length) > oracle_mean
     random_mean = np.mean([r.episode_returns for r in rnd.returns])
-    assert abs(random_mean - test.ref_min) < 0.25 * (test.ref_max - test.ref_min) + 20
+    assert abs(random_mean - test.ref_min) < 0.25 * (learned["return"] - test.ref_min) + 20

@@ -24,6 +24,7 @@ from bmrl_bench.builder.task_data import TaskData
 from bmrl_bench.builder.units import UnitCache, run_build_unit
 from bmrl_bench.builder.writer import LOCKS, write_dataset
 from bmrl_bench.data import (
+    STALE_REFERENCE_RULE,
     STALE_REFERENCES,
     VerifyRow,
     behaviour_policy_path,
@@ -34,7 +35,8 @@ from bmrl_bench.data import (
 )
 
 __all__ = [
-    "LOCKS", "REFERENCE_SEED", "STALE_REFERENCES", "BuildError", "BuildReport", "TaskData", "UnitCache", "VerifyRow",
+    "LOCKS", "REFERENCE_SEED", "STALE_REFERENCE_RULE", "STALE_REFERENCES", "BuildError", "BuildReport", "TaskData",
+    "UnitCache", "VerifyRow",
     "behaviour_policy_path", "build_suite", "dataset_status", "ensure_built", "expert_dir", "expert_from_state",
     "load_expert", "missing_tasks", "run_build_unit", "suite_bytes", "verify_suite", "write_dataset",
 ]

@@ -18,7 +18,7 @@ from bmrl_bench.builder.task_data import TaskData
 from bmrl_bench.builder.tiers import build_tier
 from bmrl_bench.builder.units import ExpertUnit, ReferenceUnit, ShardUnit, UnitCache, run_build_unit
 from bmrl_bench.builder.writer import clean_staging, suite_lock, write_dataset, write_namespace
-from bmrl_bench.data import STALE_REFERENCES, dataset_status, datasets_root, missing_tasks, suite_bytes
+from bmrl_bench.data import REFERENCES_ONLY, dataset_status, datasets_root, missing_tasks, suite_bytes
 from bmrl_bench.executor import Executor, LocalExecutor, ProgressFn, Resources
 from bmrl_bench.families import get_family
 from bmrl_bench.runtime import torch_threads
@@ -85,7 +85,7 @@ def _build_suite(name: str, force: bool, progress: ProgressFn | None, executor: 
         cache.clear()
     status = {i: "missing" if force else dataset_status(card, i, root) for i in range(card.num_tasks)}
     todo = [i for i in range(card.num_tasks) if status[i] != "ok"]
-    refresh = {i for i in todo if status[i] == STALE_REFERENCES}  # data intact: only its references are redone
+    refresh = {i for i in todo if status[i] in REFERENCES_ONLY}  # data intact: only its references are redone
     skipped = [card.dataset_id(i) for i in range(card.num_tasks) if i not in todo]
     seconds: dict[str, float] = {}
     report_ = BuildReport(card.name, [], skipped, seconds, 0)

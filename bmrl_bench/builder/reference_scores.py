@@ -2,9 +2,14 @@
 
 Three policies run `card.reference_episodes` episodes each on the task, on the same
 episode seeds: a uniform random policy (`ref_min`), the task's behaviour SAC and the
-family-wide expert (the better of the two is `ref_max`).
+family-wide expert. `ref_max` is the task's analytic optimum where the family knows it
+(`Family.optimal_return`: PointGoal; no learned policy can beat it, source "optimal"), else
+the better of the two learned policies (`Family.ref_max_rule`). The learned policies'
+returns are recorded beside it either way.
 """
 from __future__ import annotations
+
+from typing import NamedTuple
 
 import numpy as np
 
@@ -42,14 +47,25 @@ def reference_returns(
     }
 
 
-def reference_range(dataset_id: str, refs: dict[str, list[float]]) -> tuple[float, float, str]:
-    """(ref_min, ref_max, the policy ref_max comes from); BuildError if no policy beat the random one."""
+class ReferenceRange(NamedTuple):
+    ref_min: float
+    ref_max: float
+    source: str  # where ref_max comes from: "optimal", "behaviour" or "expert"
+    learned_source: str  # the better learned policy ("behaviour" or "expert") ...
+    learned_max: float  # ... and its mean return (= ref_max unless the source is "optimal")
+
+
+def reference_range(dataset_id: str, refs: dict[str, list[float]], optimum: float | None = None) -> ReferenceRange:
+    """The task's score range: ref_max is `optimum` if given (source "optimal"), else the better learned policy's
+    mean return. BuildError if no learned policy beat the random one (its data would teach nothing)."""
     ref_min = float(np.mean(refs["random"]))
-    ref_max_source = max(("behaviour", "expert"), key=lambda k: float(np.mean(refs[k])))
-    ref_max = float(np.mean(refs[ref_max_source]))
-    if not ref_max > ref_min:
+    learned_source = max(("behaviour", "expert"), key=lambda k: float(np.mean(refs[k])))
+    learned_max = float(np.mean(refs[learned_source]))
+    if not learned_max > ref_min:
         raise BuildError(
-            f"{dataset_id}: no policy beat the random one (ref_max {ref_max:.2f} <= ref_min {ref_min:.2f}); "
+            f"{dataset_id}: no policy beat the random one (ref_max {learned_max:.2f} <= ref_min {ref_min:.2f}); "
             "raise behaviour.steps_per_task or expert.max_steps in the suite card"
         )
-    return ref_min, ref_max, ref_max_source
+    if optimum is None:
+        return ReferenceRange(ref_min, learned_max, learned_source, learned_source, learned_max)
+    return ReferenceRange(ref_min, float(optimum), "optimal", learned_source, learned_max)

@@ -336,6 +336,7 @@ def write_tier_dataset(card: SuiteCard, family: Family, index: int, tier: str, e
                 "bmrl_behaviour_episode_returns": [float(np.sum(rewards[ts])) for _, ts in slices],
                 "bmrl_reference_returns": replay_meta.get("bmrl_reference_returns", {}),
                 "bmrl_ref_max_source": replay_meta.get("bmrl_ref_max_source", ""),
+                **{k: replay_meta[k] for k in ("bmrl_ref_max_rule", "bmrl_ref_max_learned") if k in replay_meta},
                 "bmrl_expert": replay_meta.get("bmrl_expert", {}),
                 "bmrl_checksum": checksum, "bmrl_version": __version__,
             }))

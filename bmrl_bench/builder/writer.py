@@ -128,7 +128,9 @@ def write_dataset(
     from safetensors.torch import save_file
 
     dataset_id = card.dataset_id(index)
-    ref_min, ref_max, ref_max_source = reference_range(dataset_id, refs)
+    optimum = None if family.optimal_return is None else family.optimal_return(card.task_param(index),
+                                                                              card.episode_length)
+    ref_min, ref_max, ref_max_source, learned_source, learned_max = reference_range(dataset_id, refs, optimum)
     staging = temp_dir(root / ".staging", prefix=_staging_prefix())
     try:
         ep = data.episodes
@@ -178,6 +180,9 @@ def write_dataset(
                 "bmrl_behaviour_episode_returns": data.episode_returns(),
                 "bmrl_reference_returns": refs,
                 "bmrl_ref_max_source": ref_max_source,
+                "bmrl_ref_max_rule": family.ref_max_rule,  # a dataset built under another rule is stale
+                # the better learned policy, whatever ref_max is (the oracle replays it)
+                "bmrl_ref_max_learned": {"source": learned_source, "return": learned_max},
                 "bmrl_expert": expert,  # its recipe, and how its training ended (steps, converged, check curve)
                 "bmrl_checksum": checksum,
                 "bmrl_version": __version__,

@@ -57,7 +57,9 @@ def _act_dim(meta: dict[str, Any]) -> int:
 def reference_sources(card: SuiteCard, family: Family, act_dim: int) -> dict[str, str]:
     """What each reference policy is, in one sentence (builder/reference_scores.py, collect.py)."""
     params = card.train_tasks + card.test_tasks
-    return {
+    optimal = ({"optimal": f"the task's analytic optimum: the best return any policy can get in {card.episode_length} "
+                           "steps (no learned policy can beat it)"} if family.optimal_return is not None else {})
+    return optimal | {
         "random": f"a uniform random policy (each of the {act_dim} action coordinates uniform in [-1, 1])",
         "behaviour": "the task's behaviour SAC (the final actor of the online SAC whose replay buffer is the "
                      "dataset), acting deterministically",
@@ -70,11 +72,13 @@ def reference_rule(card: SuiteCard) -> dict[str, str]:
     """How ref_min and ref_max are made from the reference returns (reference_scores.reference_range)."""
     n = card.reference_episodes
     seeds = f"reset seeds {REFERENCE_SEED:,} + 1000 x task index + 0..{n - 1}, the same for every policy"
-    return {
-        "ref_min": f"the mean return of the uniform random policy over {n} episodes ({seeds})",
-        "ref_max": f"the mean return, over the same {n} episodes, of whichever of the behaviour SAC and the "
-                   "family-wide expert scored higher on that task (its source is named per task)",
-    }
+    learned = ("of whichever of the behaviour SAC and the family-wide expert scored higher on that task "
+               f"(the mean return over the same {n} episodes)")
+    if get_family(card.family).optimal_return is not None:
+        ref_max = f"the task's analytic optimum (source: optimal); the return {learned} is shown beside it"
+    else:
+        ref_max = f"the return {learned}; its source is named per task"
+    return {"ref_min": f"the mean return of the uniform random policy over {n} episodes ({seeds})", "ref_max": ref_max}
 
 
 def _expert(card: SuiteCard, family: Family, metas: list[dict[str, Any]]) -> dict[str, Any] | None:
