@@ -84,6 +84,10 @@ class TiMeConfig(CheckedConfig):
     q_at_candidates: bool = False
     """BCQ phase 1: Q_S is also fit at the teacher's candidate actions xi*(s, G*(s, z)), with the
     teacher's Q there as its target: at test Q_S ranks such candidates, not the data's actions."""
+    distill_actions: bool = False
+    """BCQ phase 1: also distill each teacher's chosen action (the best of its candidates by its Q1,
+    computed once per transition like the Q targets) into an actor pi_S(s, embedding), and act with
+    it. Off: the paper's G_S / xi_S candidates ranked by Q_S."""
     test_context: int = 0
     """At test, the embedding pools the episode's most recent `test_context` transitions (0: all of them)."""
     f_hidden: tuple[int, ...] = (256,)
@@ -219,9 +223,15 @@ class TiMeNetworks(nn.Module):
         if c.phase1 == "bcq":
             self.g = mlp(obs_dim + latent_dim + d, c.g_hidden, act_dim)
             self.xi = mlp(obs_dim + act_dim + d, c.xi_hidden, act_dim)
+            if c.distill_actions:
+                self.pi = mlp(obs_dim + d, c.g_hidden, act_dim)
 
     def q_value(self, s: torch.Tensor, a: torch.Tensor, emb: torch.Tensor) -> torch.Tensor:
         return self.q(torch.cat([s, a, emb], -1)).squeeze(-1)
+
+    def action(self, s: torch.Tensor, emb: torch.Tensor) -> torch.Tensor:
+        """pi_S: the distilled teachers' action (`distill_actions`)."""
+        return torch.tanh(self.pi(torch.cat([s, emb], -1)))
 
     def generate(self, s: torch.Tensor, z: torch.Tensor, emb: torch.Tensor) -> torch.Tensor:
         return torch.tanh(self.g(torch.cat([s, z, emb], -1)))
@@ -262,6 +272,22 @@ def own_q_values(learner: Any, sampler: TaskSampler, chunk: int = 4096) -> torch
     return out
 
 
+@torch.no_grad()
+def own_actions(learner: Any, sampler: TaskSampler, chunk: int = 4096) -> torch.Tensor:
+    """Each transition's state acted on by its own task's BCQ teacher (best of its candidates by Q1),
+    (N, act_dim) in sampler order; one draw per state from the learner's own generator."""
+    t = sampler.t
+    out = torch.empty(t["actions"].shape, device=t["actions"].device)
+    longest = int(sampler.counts.max())
+    for start in range(0, longest, chunk):
+        j = torch.arange(start, min(start + chunk, longest), device=out.device)
+        valid = j.view(1, -1) < sampler.counts.view(-1, 1)
+        idx = sampler.offsets.view(-1, 1) + torch.minimum(j.view(1, -1), sampler.counts.view(-1, 1) - 1)
+        act = torch.as_tensor(learner.act(t["observations"][idx]), device=out.device)  # (K, c, a)
+        out[idx[valid]] = act[valid]
+    return out
+
+
 class _TiMeAgent:
     def __init__(self, algo: TiMe) -> None:
         self.algo = algo
@@ -283,6 +309,8 @@ class _TiMeAgent:
     @torch.no_grad()
     def act(self, obs: np.ndarray) -> np.ndarray:
         c, spec, nets = self.algo.config, self.algo.spec, self.algo.nets
+        if c.phase1 == "bcq" and c.distill_actions:
+            return nets.action(torch.as_tensor(obs, dtype=torch.float32), self.embedding).numpy()
         if c.phase1 == "bcq":
             n = c.bcq_candidates
             s = torch.as_tensor(obs, dtype=torch.float32).expand(n, -1)
@@ -412,6 +440,8 @@ class TiMe(ModuleAlgorithm):
         if c.phase1 == "bcq":
             terms["g"] = ((self.nets.generate(s, z, emb) - g_target) ** 2).sum(-1).mean()
             terms["xi"] = ((self.nets.perturb(s, g_target, emb, self.phi) - xi_target) ** 2).sum(-1).mean()
+            if c.distill_actions:
+                terms["pi"] = ((self.nets.action(s, emb) - b["teacher_action"]) ** 2).sum(-1).mean()
             if c.q_at_candidates:
                 with torch.no_grad():
                     q_cand = learner.q_value(s, xi_target)
@@ -445,6 +475,8 @@ class TiMe(ModuleAlgorithm):
             self.nets.f.scale.copy_(ctx.std(0).clamp_min(1e-3))
         learner = self.train_phase1(data, sampler, log)
         sampler.t["q_target"] = own_q_values(learner, sampler)
+        if self.config.phase1 == "bcq" and self.config.distill_actions:
+            sampler.t["teacher_action"] = own_actions(learner, sampler)
         params = list(self.nets.parameters())
         opt = fused_adam(params, self.config.lr)
         gen = self.phase2_generator()
@@ -464,6 +496,8 @@ class TiMe(ModuleAlgorithm):
         sampler1, gen1 = TaskSampler(data.batch, data.num_tasks, self.device), self.phase1_generator()
         sampler2 = TaskSampler(data.batch, data.num_tasks, self.device)
         sampler2.t["q_target"] = own_q_values(learner, sampler2)
+        if self.config.phase1 == "bcq" and self.config.distill_actions:
+            sampler2.t["teacher_action"] = own_actions(learner, sampler2)
         params = list(self.nets.parameters())
         opt, gen2 = fused_adam(params, self.config.lr), self.phase2_generator()
         return {"phase 1": lambda: self.phase1_update(learner, sampler1, gen1),

@@ -129,3 +129,22 @@ def test_one_adam_per_network_equals_one_shared_adam() -> None:
                 fused_step(o, g)
         finals.append(torch.cat([p.detach().flatten() for p in algo.nets.parameters()]))
     torch.testing.assert_close(finals[0], finals[1], rtol=0, atol=1e-6)
+
+
+def test_distill_actions_regresses_pi_onto_each_tasks_own_teacher_action() -> None:
+    from baselines.time_distill import own_actions
+
+    algo, sampler, learner = _bcq_algo(distill_actions=True, scale_losses=False)
+    learner.manual_seed(3)
+    got = own_actions(learner, sampler, chunk=4)  # (N, a): chunked, every task's rows by its own member
+    k, c = sampler.k, int(sampler.counts[0])  # equal counts: one chunked pass is one full pass
+    rows = sampler.offsets.view(-1, 1) + torch.arange(c).view(1, -1)
+    assert got.shape == sampler.t["actions"].shape and got.abs().max() <= 1.0
+    assert not torch.allclose(got[rows[0]], got[rows[1]])  # members differ
+    sampler.t["teacher_action"] = got
+    loss, metrics = algo.phase2_loss(learner, sampler, torch.Generator().manual_seed(0))
+    assert "loss_pi" in metrics
+    torch.testing.assert_close(loss.detach(), sum(metrics.values()))
+    agent = algo.make_agent()  # acts with pi_S: deterministic, the same action twice
+    obs = np.zeros(3, np.float32)
+    assert np.array_equal(agent.act(obs), agent.act(obs)) and k == 3
