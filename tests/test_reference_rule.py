@@ -34,7 +34,7 @@ def test_reference_range_takes_the_optimum_and_keeps_the_best_learned_policy() -
     # With one: ref_max is the optimum, the better learned policy is recorded beside it.
     assert tuple(reference_range("d", REFS, -45.0)) == (-190.0, -45.0, "optimal", "behaviour", -55.0)
     # A build whose learned policies never beat the random one still fails, optimum or not.
-    with pytest.raises(BuildError, match="no policy beat the random one"):
+    with pytest.raises(BuildError, match="no learned policy beat the random one"):
         reference_range("d", REFS | {"behaviour": [-300.0], "expert": [-250.0]}, -45.0)
 
 

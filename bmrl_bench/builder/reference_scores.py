@@ -63,7 +63,7 @@ def reference_range(dataset_id: str, refs: dict[str, list[float]], optimum: floa
     learned_max = float(np.mean(refs[learned_source]))
     if not learned_max > ref_min:
         raise BuildError(
-            f"{dataset_id}: no policy beat the random one (ref_max {learned_max:.2f} <= ref_min {ref_min:.2f}); "
+            f"{dataset_id}: no learned policy beat the random one (best {learned_max:.2f} <= ref_min {ref_min:.2f}); "
             "raise behaviour.steps_per_task or expert.max_steps in the suite card"
         )
     if optimum is None:
