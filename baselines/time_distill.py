@@ -150,8 +150,13 @@ _LITE_MUJOCO = TiMeConfig(
 # still). Measured on 8 variants (docs/time-analysis.md, phase 1 that learns): Adam 1e-3 (official
 # BCQ's rate), target rate 0.02 and perturbation range 0.5 for 15k updates bring every teacher past
 # its own task's behaviour level (last 10 episodes). The official knobs stay as `*-official-bcq`.
+# Phase 2 passes it on only with more of it (docs/time-analysis.md, phase 2 that passes it on): at
+# the paper's Adam 3e-4 and 3k steps G_S and xi_S regress the teachers' actions to about a third of
+# their variance and tiMe stands still whatever the teachers; Adam 1e-3 for 10k steps of 256
+# transitions (32 per task) distills them (the paper: 3e-4 for every network).
 _LITE_HALFCHEETAH = dataclasses.replace(
     _LITE_MUJOCO, phase1_steps=15_000, phase1_lr=1e-3, phase1_tau=0.02, phase1_phi=0.5,
+    phase2_steps=10_000, batch_size=256, lr=1e-3,
 )
 CONFIGS: dict[str, TiMeConfig] = {
     # Appendix B, toy: Q_S 2x256, embedding 32, context 1, f 1x256, E 1x256 -> 256, P 1x256, 100 shots.
