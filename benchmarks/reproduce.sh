@@ -44,3 +44,18 @@ for v in "" "--set phase1_lr=0.001" "--set phase1_tau=0.02" "--set phase1_phi=0.
   python benchmarks/time_teachers.py --suite halfcheetah-vel-lite --config halfcheetah-vel-lite-official-bcq $v \
       --steps 5000,10000,15000,20000 --episodes 2 --out "results/ablations/p1-$(echo "$v" | tr -d ' -' | tr '=' '_').json"
 done
+
+# Issue 17: phase 2 on seed 0's fixed teachers (docs/time-analysis.md), then the config's entry (verified).
+for v in "--set phase2_steps=3000 --set batch_size=64 --set lr=0.0003" "--set phase2_steps=3000 --set batch_size=64 --set lr=0.0003 --set q_at_candidates=true" \
+         "--set phase2_steps=3000 --set batch_size=64 --set lr=0.0003 --set shared_context=true --set context_size=64" \
+         "--set phase2_steps=3000 --set batch_size=64 --set lr=0.0003 --set normalize_context=true" \
+         "--set phase2_steps=3000 --set lr=0.0003" "--set phase2_steps=3000 --set batch_size=64" "--set batch_size=64 --set lr=0.0003" \
+         "--set phase2_steps=30000 --set batch_size=64 --set lr=0.0003" "--set batch_size=64" "" \
+         "--set phase2_steps=3000 --set batch_size=64 --set lr=0.0003 --set distill_actions=true" \
+         "--set batch_size=64 --set lr=0.0003 --set distill_actions=true" "--set phase2_steps=30000 --set distill_actions=true"; do
+  # shellcheck disable=SC2086
+  bmrl-bench eval --algo time --suite halfcheetah-vel-lite --seeds 0 $v --out results/ablations/
+done
+bmrl-bench eval --algo time --suite halfcheetah-vel-lite --seeds 0-2 --checkpoints ckpt-hc/ --out results/
+python benchmarks/time_fidelity.py --suite halfcheetah-vel-lite --checkpoints ckpt-hc/ --seed 0 --episodes 3 --out docs/figures/
+bmrl-bench figures time --suite halfcheetah-vel-lite --checkpoint ckpt-hc/time-halfcheetah-vel-lite-seed0 --out docs/figures/
