@@ -1,6 +1,8 @@
 """PointGoal's published ref_max against the task's analytic optimum, and what the board's scores would become.
 
-Measures only: nothing is written, the published files and the board stay as they are. For each PointGoal suite:
+Measures only: nothing is written, the published files and the board stay as they are. Since session 7 the
+published ref_max IS the optimum (source "optimal"), so the two columns agree; the script made the case for the
+switch and checks it stays true. For each PointGoal suite:
 
 1. per task (train and test): ref_min and ref_max as published (`datasets/<suite>.published.json`), the analytic
    optimum (`families.pointgoal_optimal_return`: no policy can beat it), and how far below it ref_max lies;
