@@ -22,7 +22,7 @@ import dataclasses
 import hashlib
 import json
 import os
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from types import ModuleType
@@ -259,6 +259,26 @@ def phase1_code_version(phase1: str) -> str:
 
 
 @torch.no_grad()
+def own_rows(fn: Callable[[torch.Tensor], torch.Tensor], sampler: TaskSampler, chunk: int = 4096) -> torch.Tensor:
+    """`fn` applied to every transition's row index under its own task's member, in sampler order.
+
+    `fn` maps indices (K, c), row k in task k's slice, to values (K, c, ...); chunks of c rows per
+    task keep memory flat, and a task shorter than the chunk repeats its last row (not kept)."""
+    counts, offsets = sampler.counts, sampler.offsets
+    longest = int(counts.max())
+    out: torch.Tensor | None = None
+    for start in range(0, longest, chunk):
+        j = torch.arange(start, min(start + chunk, longest), device=counts.device)
+        valid = j.view(1, -1) < counts.view(-1, 1)  # (K, c): task k has a j-th transition
+        idx = offsets.view(-1, 1) + torch.minimum(j.view(1, -1), counts.view(-1, 1) - 1)
+        values = torch.as_tensor(fn(idx), device=counts.device)
+        if out is None:
+            out = torch.empty((int(counts.sum()), *values.shape[2:]), dtype=values.dtype, device=counts.device)
+        out[idx[valid]] = values[valid]
+    assert out is not None
+    return out
+
+
 def own_q_values(learner: Any, sampler: TaskSampler, chunk: int = 4096) -> torch.Tensor:
     """Q*_k(s, a) of every transition under its own task's phase-1 learner, (N,) in sampler order.
 
@@ -266,31 +286,13 @@ def own_q_values(learner: Any, sampler: TaskSampler, chunk: int = 4096) -> torch
     changes: computing it once here spares phase 2 a forward pass of K critics per step.
     """
     t = sampler.t
-    out = torch.empty(len(t["rewards"]), device=t["rewards"].device)
-    longest = int(sampler.counts.max())
-    for start in range(0, longest, chunk):
-        j = torch.arange(start, min(start + chunk, longest), device=out.device)
-        valid = j.view(1, -1) < sampler.counts.view(-1, 1)  # (K, c): task k has a j-th transition
-        idx = sampler.offsets.view(-1, 1) + torch.minimum(j.view(1, -1), sampler.counts.view(-1, 1) - 1)
-        q = learner.q_value(t["observations"][idx], t["actions"][idx])  # (K, c)
-        out[idx[valid]] = q[valid]
-    return out
+    return own_rows(lambda idx: learner.q_value(t["observations"][idx], t["actions"][idx]), sampler, chunk)
 
 
-@torch.no_grad()
 def own_actions(learner: Any, sampler: TaskSampler, chunk: int = 4096) -> torch.Tensor:
     """Each transition's state acted on by its own task's BCQ teacher (best of its candidates by Q1),
     (N, act_dim) in sampler order; one draw per state from the learner's own generator."""
-    t = sampler.t
-    out = torch.empty(t["actions"].shape, device=t["actions"].device)
-    longest = int(sampler.counts.max())
-    for start in range(0, longest, chunk):
-        j = torch.arange(start, min(start + chunk, longest), device=out.device)
-        valid = j.view(1, -1) < sampler.counts.view(-1, 1)
-        idx = sampler.offsets.view(-1, 1) + torch.minimum(j.view(1, -1), sampler.counts.view(-1, 1) - 1)
-        act = torch.as_tensor(learner.act(t["observations"][idx]), device=out.device)  # (K, c, a)
-        out[idx[valid]] = act[valid]
-    return out
+    return own_rows(lambda idx: learner.act(sampler.t["observations"][idx]), sampler, chunk)
 
 
 class _TiMeAgent:
