@@ -27,9 +27,7 @@ changed expert recipe makes the tier stale as it makes `replay` stale.
 """
 from __future__ import annotations
 
-import shutil
 import time
-import uuid
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -42,24 +40,15 @@ from bmrl_bench.builder.policies import expert_files
 from bmrl_bench.builder.reference_scores import BuildError
 from bmrl_bench.builder.snapshots import CheckSnapshots, load_snapshots, save_snapshots
 from bmrl_bench.builder.units import ExpertResult, ExpertUnit, UnitCache, run_build_unit
-from bmrl_bench.builder.writer import CODE_PERMALINK, _json_plain, _minari_root, _staging_prefix
+from bmrl_bench.builder.writer import References, write_task_dataset
 from bmrl_bench.collect import evaluate_policy, random_policy, task_feature, with_task
-from bmrl_bench.data import (
-    Episodes,
-    content_checksum,
-    dataset_dir,
-    dataset_status,
-    read_episodes,
-    read_metadata,
-)
+from bmrl_bench.data import Episodes, content_checksum, dataset_status, read_episodes, read_metadata
 from bmrl_bench.errors import BmrlError, ChecksumMismatchError
 from bmrl_bench.executor import Executor, ProgressFn, Resources, UnitProgressFn, report
 from bmrl_bench.families import Family, get_family
-from bmrl_bench.fsutil import replace_dir, temp_dir
 from bmrl_bench.runtime import torch_threads
 from bmrl_bench.suites import SuiteCard
 from bmrl_bench.tiers import DEFAULT_TIER, ROLLOUT_TIERS, TIERS, UNION_TIERS, check_tier
-from bmrl_bench.version import __version__
 
 TIER_SEED = 70_000_000
 TIER_SEED_BLOCK = 10_000_000  # per tier: 100 tasks x TASK_SEED_STRIDE
@@ -298,55 +287,14 @@ def tier_policy(card: SuiteCard, tier: str, root: Path, *, force: bool = False, 
 def write_tier_dataset(card: SuiteCard, family: Family, index: int, tier: str, episodes: Episodes,
                        seed_runs: list[list[int]], policy_record: dict[str, Any], root: Path) -> Path:
     """Publish task `index` of `tier`: its episodes (each with its reset seed) and the replay tier's references."""
-    import minari
-    from minari.data_collector import EpisodeBuffer
-
-    dataset_id = card.dataset_id(index, tier)
-    replay_meta = read_metadata(card.dataset_id(index), root)
-    seeds = episode_seeds(seed_runs)
-    staging = temp_dir(root / ".staging", prefix=_staging_prefix())
-    try:
-        slices = list(episodes.episode_slices())
-        buffers = [EpisodeBuffer(id=e, seed=seeds[e], observations=episodes.observations[os_],
-                                 actions=episodes.actions[ts], rewards=episodes.rewards[ts],
-                                 terminations=episodes.terminations[ts], truncations=episodes.truncations[ts])
-                   for e, (os_, ts) in enumerate(slices)]
-        env = family.make(card.task_param(index), max_episode_steps=card.episode_length)
-        with _minari_root(staging):
-            ds = minari.create_dataset_from_buffers(
-                dataset_id=dataset_id, buffer=buffers, env=env, algorithm_name=f"{tier} tier: {TIERS[tier]}",
-                author="bmrl-bench", author_email="bmrl-bench@users.noreply.github.com",
-                code_permalink=CODE_PERMALINK,
-                description=f"{card.description} Task {index:02d} ({card.task_split(index)}): "
-                f"{family.param_name}={card.task_param(index)}; {tier} tier ({TIERS[tier]}).",
-                eval_env=env, ref_min_score=float(replay_meta["ref_min_score"]),
-                ref_max_score=float(replay_meta["ref_max_score"]), data_format="hdf5",
-                requirements=[f"bmrl-bench>={__version__}"],
-            )
-            env.close()
-            checksum = content_checksum(read_episodes(dataset_id, staging))
-            rewards = episodes.rewards
-            ds.storage.update_metadata(_json_plain({
-                "bmrl_suite": card.name, "bmrl_suite_version": card.version, "bmrl_family": family.name,
-                "bmrl_task_index": index, "bmrl_split": card.task_split(index), "bmrl_param_name": family.param_name,
-                "bmrl_task_param": card.task_param(index), "bmrl_episode_length": card.episode_length,
-                "bmrl_tier": {"name": tier, "description": TIERS[tier], "episode_seeds": seed_runs,
-                              "seed_formula": SEED_FORMULA, "policy": policy_record},
-                "bmrl_behaviour": {"algorithm": f"{tier} tier", "steps": int(episodes.lengths.sum())},
-                "bmrl_behaviour_episode_returns": [float(np.sum(rewards[ts])) for _, ts in slices],
-                "bmrl_reference_returns": replay_meta.get("bmrl_reference_returns", {}),
-                "bmrl_ref_max_source": replay_meta.get("bmrl_ref_max_source", ""),
-                **{k: replay_meta[k] for k in ("bmrl_ref_max_rule", "bmrl_ref_max_learned") if k in replay_meta},
-                "bmrl_expert": replay_meta.get("bmrl_expert", {}),
-                "bmrl_checksum": checksum, "bmrl_version": __version__,
-            }))
-        read_metadata(dataset_id, staging)
-        final = dataset_dir(dataset_id, root)
-        replace_dir(staging / dataset_id, final,
-                    trash=root / ".staging" / f"{_staging_prefix('damaged-')}{uuid.uuid4().hex}")
-        return final
-    finally:
-        shutil.rmtree(staging, ignore_errors=True)
+    references = References.recorded(read_metadata(card.dataset_id(index), root))
+    tier_metadata = {
+        "bmrl_tier": {"name": tier, "description": TIERS[tier], "episode_seeds": seed_runs,
+                      "seed_formula": SEED_FORMULA, "policy": policy_record},
+        "bmrl_behaviour": {"algorithm": f"{tier} tier", "steps": int(episodes.lengths.sum())},
+    }
+    return write_task_dataset(card, family, index, tier, episodes, references, tier_metadata, root,
+                              seeds=episode_seeds(seed_runs))
 
 
 def _read_checked(card: SuiteCard, index: int, tier: str, root: Path) -> tuple[Episodes, list[list[int]]]:

@@ -5,6 +5,11 @@ Each dataset is written with Minari into a hidden staging root
 and checked there, and only then moved into place. An interrupted build leaves only
 staging folders behind, removed by the next build (`clean_staging`) unless the
 process that owns one still runs. One build of a suite at a time (`suite_lock`).
+
+`write_task_dataset` is the one writer of a task's dataset, whatever its tier: the Minari
+call, the `bmrl_*` fields every tier shares, the checksum and the atomic move. Its callers say
+only what their tier adds: `write_dataset` (replay: the references computed here, the behaviour
+actor) and `tiers.write_tier_dataset` (the reset seeds, the policy, the replay tier's references).
 """
 from __future__ import annotations
 
@@ -15,15 +20,26 @@ import shutil
 import sys
 import uuid
 from collections.abc import Iterator
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import numpy as np
+
 from bmrl_bench.builder.reference_scores import reference_range
 from bmrl_bench.builder.task_data import TaskData
-from bmrl_bench.data import behaviour_policy_path, content_checksum, dataset_dir, read_episodes, read_metadata
+from bmrl_bench.data import (
+    Episodes,
+    behaviour_policy_path,
+    content_checksum,
+    dataset_dir,
+    read_episodes,
+    read_metadata,
+)
 from bmrl_bench.families import Family
 from bmrl_bench.fsutil import atomic_write_text, replace_dir, temp_dir
 from bmrl_bench.suites import SuiteCard
+from bmrl_bench.tiers import DEFAULT_TIER, TIERS
 from bmrl_bench.version import __version__
 
 CODE_PERMALINK = "https://github.com/bmrl-bench/bmrl-bench"
@@ -112,59 +128,84 @@ def _json_plain(obj: object) -> object:
 
 # ---------------------------------------------------------------------------- writing
 
+REPLAY_ALGORITHM = "SAC (online, one learner per task; the replay buffer is the dataset)"
 
-def write_dataset(
+
+@dataclass(frozen=True)
+class References:
+    """A dataset's normalizer: Minari's ref_min / ref_max scores, and the `bmrl_*` metadata that says where
+    they came from (the reference returns, ref_max's source and rule, the better learned policy, the expert)."""
+
+    ref_min: float
+    ref_max: float
+    metadata: dict[str, Any]
+
+    @classmethod
+    def recorded(cls, meta: dict[str, Any]) -> References:
+        """The references a written dataset's metadata records (a tier copies its task's replay ones)."""
+        return cls(float(meta["ref_min_score"]), float(meta["ref_max_score"]), {
+            "bmrl_reference_returns": meta.get("bmrl_reference_returns", {}),
+            "bmrl_ref_max_source": meta.get("bmrl_ref_max_source", ""),
+            **{k: meta[k] for k in ("bmrl_ref_max_rule", "bmrl_ref_max_learned") if k in meta},
+            "bmrl_expert": meta.get("bmrl_expert", {}),
+        })
+
+
+def write_task_dataset(
     card: SuiteCard,
     family: Family,
     index: int,
-    data: TaskData,
-    refs: dict[str, list[float]],
-    expert: dict[str, Any],
+    tier: str,
+    episodes: Episodes,
+    references: References,
+    tier_metadata: dict[str, Any],
     root: Path,
+    *,
+    seeds: list[int] | None = None,
+    actor: dict[str, Any] | None = None,
 ) -> Path:
-    """Publish task `index`: its data, reference scores and metadata as a Minari dataset, and its behaviour actor."""
+    """Publish task `index` of data tier `tier` as a Minari dataset: its episodes (episode e reset with
+    `seeds[e]`, recorded by Minari, where given), its references, the `bmrl_*` task fields every tier
+    shares and `tier_metadata` (the tier's own fields), and the behaviour `actor` (torch tensors) beside it."""
     import minari
     from minari.data_collector import EpisodeBuffer
-    from safetensors.torch import save_file
 
-    dataset_id = card.dataset_id(index)
-    optimum = None if family.optimal_return is None else family.optimal_return(card.task_param(index),
-                                                                              card.episode_length)
-    ref_min, ref_max, ref_max_source, learned_source, learned_max = reference_range(dataset_id, refs, optimum)
+    dataset_id = card.dataset_id(index, tier)
     staging = temp_dir(root / ".staging", prefix=_staging_prefix())
     try:
-        ep = data.episodes
+        slices = list(episodes.episode_slices())
         buffers = [
             EpisodeBuffer(
                 id=e,
-                observations=ep.observations[os_],
-                actions=ep.actions[ts],
-                rewards=ep.rewards[ts],
-                terminations=ep.terminations[ts],
-                truncations=ep.truncations[ts],
+                seed=None if seeds is None else seeds[e],
+                observations=episodes.observations[os_],
+                actions=episodes.actions[ts],
+                rewards=episodes.rewards[ts],
+                terminations=episodes.terminations[ts],
+                truncations=episodes.truncations[ts],
             )
-            for e, (os_, ts) in enumerate(ep.episode_slices())
+            for e, (os_, ts) in enumerate(slices)
         ]
+        tier_text = "" if tier == DEFAULT_TIER else f"; {tier} tier ({TIERS[tier]})"
         env = family.make(card.task_param(index), max_episode_steps=card.episode_length)
         with _minari_root(staging):
             ds = minari.create_dataset_from_buffers(
                 dataset_id=dataset_id,
                 buffer=buffers,
                 env=env,
-                algorithm_name="SAC (online, one learner per task; the replay buffer is the dataset)",
+                algorithm_name=REPLAY_ALGORITHM if tier == DEFAULT_TIER else f"{tier} tier: {TIERS[tier]}",
                 author="bmrl-bench",
                 author_email="bmrl-bench@users.noreply.github.com",
                 code_permalink=CODE_PERMALINK,
                 description=f"{card.description} Task {index:02d} ({card.task_split(index)}): "
-                f"{family.param_name}={card.task_param(index)}.",
+                f"{family.param_name}={card.task_param(index)}{tier_text}.",
                 eval_env=env,
-                ref_min_score=ref_min,
-                ref_max_score=ref_max,
+                ref_min_score=references.ref_min,
+                ref_max_score=references.ref_max,
                 data_format="hdf5",
                 requirements=[f"bmrl-bench>={__version__}"],
             )
             env.close()
-            staged = staging / dataset_id
             checksum = content_checksum(read_episodes(dataset_id, staging))
             ds.storage.update_metadata(_json_plain({
                 "bmrl_suite": card.name,
@@ -175,28 +216,56 @@ def write_dataset(
                 "bmrl_param_name": family.param_name,
                 "bmrl_task_param": card.task_param(index),
                 "bmrl_episode_length": card.episode_length,
-                # exclude_none: a card without tasks_per_shard records exactly what it did before shards existed
-                "bmrl_behaviour": {"algorithm": "sac", **card.behaviour.model_dump(exclude_none=True)},
-                "bmrl_behaviour_episode_returns": data.episode_returns(),
-                "bmrl_reference_returns": refs,
-                "bmrl_ref_max_source": ref_max_source,
-                "bmrl_ref_max_rule": family.ref_max_rule,  # a dataset built under another rule is stale
-                # the better learned policy, whatever ref_max is (the oracle replays it)
-                "bmrl_ref_max_learned": {"source": learned_source, "return": learned_max},
-                "bmrl_expert": expert,  # its recipe, and how its training ended (steps, converged, check curve)
+                **tier_metadata,
+                # np.sum per episode (pairwise summation), not Episodes.episode_returns (reduceat): these
+                # numbers are published, and the two may differ in the last bit.
+                "bmrl_behaviour_episode_returns": [float(np.sum(episodes.rewards[ts])) for _, ts in slices],
+                **references.metadata,
                 "bmrl_checksum": checksum,
                 "bmrl_version": __version__,
             }))
         read_metadata(dataset_id, staging)  # the metadata we just wrote parses
-        policy_path = behaviour_policy_path(dataset_id, staging)
-        policy_path.parent.mkdir(parents=True, exist_ok=True)
-        save_file({k: v.contiguous() for k, v in data.actor_tensors().items()}, str(policy_path))
+        if actor is not None:
+            from safetensors.torch import save_file
+
+            policy_path = behaviour_policy_path(dataset_id, staging)
+            policy_path.parent.mkdir(parents=True, exist_ok=True)
+            save_file({k: v.contiguous() for k, v in actor.items()}, str(policy_path))
         # A damaged dataset in the way is moved aside only now that its replacement is complete.
         final = dataset_dir(dataset_id, root)
-        replace_dir(staged, final, trash=root / ".staging" / f"{_staging_prefix('damaged-')}{uuid.uuid4().hex}")
+        replace_dir(staging / dataset_id, final,
+                    trash=root / ".staging" / f"{_staging_prefix('damaged-')}{uuid.uuid4().hex}")
         return final
     finally:
         shutil.rmtree(staging, ignore_errors=True)
+
+
+def write_dataset(
+    card: SuiteCard,
+    family: Family,
+    index: int,
+    data: TaskData,
+    refs: dict[str, list[float]],
+    expert: dict[str, Any],
+    root: Path,
+) -> Path:
+    """Publish task `index` of the replay tier: its data, reference scores and metadata, and its behaviour actor."""
+    dataset_id = card.dataset_id(index)
+    optimum = None if family.optimal_return is None else family.optimal_return(card.task_param(index),
+                                                                              card.episode_length)
+    ref_min, ref_max, ref_max_source, learned_source, learned_max = reference_range(dataset_id, refs, optimum)
+    references = References(ref_min, ref_max, {
+        "bmrl_reference_returns": refs,
+        "bmrl_ref_max_source": ref_max_source,
+        "bmrl_ref_max_rule": family.ref_max_rule,  # a dataset built under another rule is stale
+        # the better learned policy, whatever ref_max is (the oracle replays it)
+        "bmrl_ref_max_learned": {"source": learned_source, "return": learned_max},
+        "bmrl_expert": expert,  # its recipe, and how its training ended (steps, converged, check curve)
+    })
+    # exclude_none: a card without tasks_per_shard records exactly what it did before shards existed
+    behaviour = {"bmrl_behaviour": {"algorithm": "sac", **card.behaviour.model_dump(exclude_none=True)}}
+    return write_task_dataset(card, family, index, DEFAULT_TIER, data.episodes, references, behaviour, root,
+                              actor=data.actor_tensors())
 
 
 def write_namespace(card: SuiteCard, family: Family, root: Path) -> None:
