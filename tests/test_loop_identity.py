@@ -20,9 +20,11 @@ import numpy as np
 import pytest
 import torch
 
+import bmrl_bench.learners.sac as sac_module
 from bmrl_bench.builder.expert import ExpertCheckpoint, train_expert
 from bmrl_bench.collect import collect_behaviour
 from bmrl_bench.families import get_family
+from bmrl_bench.learners.sac import BatchedReplay, BatchedSAC, SACConfig, squashed_gaussian
 from bmrl_bench.runtime import torch_threads
 from bmrl_bench.suites import BehaviourRecipe, ExpertRecipe
 
@@ -163,6 +165,61 @@ def test_expert_loop_is_bit_identical_to_the_recorded_one(case: str, tmp_path: P
 def test_collection_loop_is_bit_identical_to_the_recorded_one(case: str) -> None:
     golden = _golden()
     assert collection_digest(case) == golden["collection"][case]
+
+
+# ---------------------------------------------------------------------------- the pieces, on any platform
+
+
+@pytest.mark.parametrize("steps", [1, 3, 7])
+def test_add_steps_stores_what_adds_in_order_store(steps: int) -> None:
+    """One write of T transitions per member = T `add` calls in order, across the wrap and beyond capacity."""
+    k, cap, o, a = 2, 5, 3, 2
+    one, many = BatchedReplay(k, cap, o, a), BatchedReplay(k, cap, o, a)
+    rng = np.random.default_rng(0)
+    for _ in range(4):
+        obs, next_obs = rng.normal(size=(k, steps, o)), rng.normal(size=(k, steps, o))
+        act, rew, term = rng.normal(size=(k, steps, a)), rng.normal(size=(k, steps)), rng.random((k, steps)) < 0.5
+        for t in range(steps):
+            one.add(obs[:, t], act[:, t], rew[:, t], next_obs[:, t], term[:, t])
+        many.add_steps(obs, act, rew, next_obs, term)
+        assert (many.ptr, many.size) == (one.ptr, one.size)
+        for f in ("observations", "actions", "rewards", "next_observations", "terminals"):
+            assert np.array_equal(getattr(many, f), getattr(one, f)), f
+    with pytest.raises(ValueError, match="next_obs must have shape"):
+        many.add_steps(obs, act, rew, next_obs[:, :, :1], term)
+
+
+def test_direct_adam_step_is_the_optimizers_step(monkeypatch: pytest.MonkeyPatch) -> None:
+    """`BatchedSAC`'s direct fused-Adam call gives the bits of `optimizer.step()`, also after a state reload."""
+    def train(direct: bool) -> BatchedSAC:
+        if not direct:  # never build the kept lists: every step goes through the optimizer
+            monkeypatch.setattr(sac_module._AdamLists, "of", classmethod(lambda cls, *_: None))
+        sac = BatchedSAC(2, 4, 2, SACConfig(hidden=(16, 16)), seed=3)
+        g = torch.Generator().manual_seed(0)
+        for i in range(6):
+            batch = {"observations": torch.randn(2, 8, 4, generator=g), "actions": torch.rand(2, 8, 2, generator=g),
+                     "rewards": torch.randn(2, 8, generator=g), "next_observations": torch.randn(2, 8, 4, generator=g),
+                     "terminals": (torch.rand(2, 8, generator=g) < 0.2).float()}
+            sac.update(batch)
+            if i == 3:  # a resume: the kept lists must follow the loaded state
+                sac.load_optimizer_state_dict({n: t + 0.0 for n, t in sac.optimizer_state_dict().items()})
+        assert (sac._adam is not None) == direct
+        monkeypatch.undo()
+        return sac
+
+    direct, plain = train(True), train(False)
+    for name, t in plain.state_dict().items():
+        assert torch.equal(t, direct.state_dict()[name]), name
+    for name, t in plain.optimizer_state_dict().items():
+        assert torch.equal(t, direct.optimizer_state_dict()[name]), name
+
+
+def test_acting_without_log_prob_is_the_same_action() -> None:
+    g = torch.Generator().manual_seed(0)
+    head, noise = torch.randn(3, 5, 4, generator=g) * 3, torch.randn(3, 5, 2, generator=g)
+    a, logp = squashed_gaussian(head, noise, -5.0, 2.0)
+    b, none = squashed_gaussian(head, noise, -5.0, 2.0, log_prob=False)
+    assert torch.equal(a, b) and logp is not None and none is None
 
 
 if __name__ == "__main__":  # record the digests of the code as it is now

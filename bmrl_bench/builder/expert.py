@@ -141,13 +141,13 @@ def stop_reason(recipe: ExpertRecipe, steps: int, converged: bool, unsettled_par
 
 @dataclass
 class _Slot:
-    """One env in mid-episode, with what it takes to replay the episode: its task, reset seed and actions."""
+    """One env in mid-episode, with what it takes to replay the episode: its task, reset seed and actions.
+    (Its current observation is its row of the training loop's `obs`.)"""
 
     env: gym.Env
     param: float
     seed: int
     feature: float  # the task parameter as the expert sees it (`task_feature`)
-    obs: np.ndarray  # with the task feature
     actions: list[np.ndarray] = field(default_factory=list)
 
 
@@ -202,27 +202,31 @@ def train_expert(
             for j, p in enumerate(check_params)
         ]
 
-    def new_env() -> _Slot:
+    def new_env(row: np.ndarray) -> _Slot:
+        """A new episode on a new task; its first observation (with the task feature) goes into `row`."""
         param = float(rng.uniform(param_low, param_high))
         env = family.make(param, max_episode_steps=episode_length)
         seed = int(rng.integers(2**31))
         o, _ = env.reset(seed=seed)
         feature = task_feature(family, param)
-        return _Slot(env, param, seed, feature, with_task(o, feature))
+        row[:] = with_task(o, feature)
+        return _Slot(env, param, seed, feature)
 
     key = {"format": CHECKPOINT_FORMAT, "family": family.name, "param_low": float(param_low),
            "param_high": float(param_high), "episode_length": int(episode_length),
            "train_params": [float(p) for p in train_params], "recipe": recipe.model_dump()}
     resumed = _resume(checkpoint, key, family, episode_length)
+    obs = np.empty((n, obs_dim), np.float32)  # each env's current observation, task feature last
     if resumed is None:
-        slots = [new_env() for _ in range(n)]
+        slots = [new_env(obs[i]) for i in range(n)]
         returns = [0.0] * n
         recent = [float("nan")]
         curve: Curve = []
         task_curve: TaskCurve = []
         step = 0
     else:
-        saved, slots = resumed
+        saved, slots, saved_obs = resumed
+        obs[:] = saved_obs
         _restore_learning(saved, sac, replay, rng)
         meta = saved["meta"]
         returns, recent, step = list(meta["returns"]), list(meta["recent"]), int(meta["step"])
@@ -236,28 +240,38 @@ def train_expert(
     # The checks fall at fixed steps, so the next one follows from the last one made.
     next_check = max(warmup, recipe.eval_every) + len(curve) * recipe.eval_every
     converged = False
+    # One loop step's n transitions, stored with one replay write after the n env steps (the replay is
+    # sampled only after them, so this stores what n writes in env order would). Filled in place: float32
+    # rows, cast from the env's output exactly as `with_task` casts it.
+    next_obs = np.empty((1, n, obs_dim), np.float32)
+    rewards = np.empty((1, n), np.float32)
+    terminals = np.empty((1, n), np.float32)
+    ended: list[int] = []
     while step < recipe.max_steps:
-        obs = np.stack([s.obs for s in slots])
         if step < warmup:
             actions = rng.uniform(-1.0, 1.0, size=(n, act_dim)).astype(np.float32)
         else:
-            actions = sac.act(obs[None], deterministic=False)[0].astype(np.float32)
-        for i in range(n):
-            s = slots[i]
+            actions = sac.act(obs[None], deterministic=False)[0].astype(np.float32, copy=False)
+        for i, s in enumerate(slots):
             o2, r, term, trunc, _ = s.env.step(actions[i])
-            o2 = with_task(o2, s.feature)
-            replay.add(s.obs[None], actions[i][None], np.array([r], np.float32), o2[None],
-                       np.array([float(term)], np.float32))
+            next_obs[0, i, :-1] = o2
+            next_obs[0, i, -1] = s.feature
+            rewards[0, i] = r
+            terminals[0, i] = term
             returns[i] += float(r)
             if term or trunc:
                 recent[0] = returns[i]
                 returns[i] = 0.0
-                s.env.close()
-                slots[i] = new_env()
+                ended.append(i)
             else:
-                s.obs = o2
                 s.actions.append(actions[i].copy())
-            step += 1
+        replay.add_steps(obs[None], actions[None], rewards, next_obs, terminals)
+        obs[:] = next_obs[0]
+        for i in ended:  # in env order: each new task and reset seed draws from `rng` as it always did
+            slots[i].env.close()
+            slots[i] = new_env(obs[i])
+        ended.clear()
+        step += n
         if step >= warmup:
             for _ in range(n * recipe.updates_per_step):
                 sac.update(replay.sample(recipe.batch_size))
@@ -279,7 +293,7 @@ def train_expert(
             if converged:
                 break
             if checkpoint is not None and step < recipe.max_steps:
-                _write_checkpoint(checkpoint.path, key, step, sac, replay, rng, slots, returns, recent, curve,
+                _write_checkpoint(checkpoint.path, key, step, sac, replay, rng, slots, obs, returns, recent, curve,
                                   task_curve, snapshots)
                 if checkpoint.saved is not None:
                     checkpoint.saved(step)
@@ -302,8 +316,9 @@ def _json_array(obj: Any) -> np.ndarray:
 
 
 def _write_checkpoint(path: Path, key: dict[str, Any], step: int, sac: BatchedSAC, replay: BatchedReplay,
-                      rng: np.random.Generator, slots: list[_Slot], returns: list[float], recent: list[float],
-                      curve: Curve, task_curve: TaskCurve, snapshots: Snapshots | None = None) -> None:
+                      rng: np.random.Generator, slots: list[_Slot], obs: np.ndarray, returns: list[float],
+                      recent: list[float], curve: Curve, task_curve: TaskCurve,
+                      snapshots: Snapshots | None = None) -> None:
     """Everything the rest of the training depends on, in one .npz (no pickle), written atomically."""
     meta = {
         "key": key, "step": step, "returns": returns, "recent": recent, "curve": curve, "task_curve": task_curve,
@@ -317,7 +332,7 @@ def _write_checkpoint(path: Path, key: dict[str, Any], step: int, sac: BatchedSA
     arrays.update({f"adam.{k}": v.numpy() for k, v in sac.optimizer_state_dict().items()})
     arrays.update({f"replay.{f}": getattr(replay, f)[:, : replay.size] for f in _REPLAY_FIELDS})
     for i, s in enumerate(slots):
-        arrays[f"slot{i}.obs"] = s.obs
+        arrays[f"slot{i}.obs"] = obs[i]
         arrays[f"slot{i}.actions"] = np.asarray(s.actions, dtype=np.float32).reshape(len(s.actions), sac.act_dim)
     for step_, weights in snapshots or ():  # the check snapshots so far, as `snap.<step>.<name>`
         arrays.update({f"snap.{step_}.{k}": v for k, v in weights.items()})
@@ -343,21 +358,25 @@ def _read_checkpoint(checkpoint: ExpertCheckpoint | None, key: dict[str, Any]) -
 
 
 def _resume(checkpoint: ExpertCheckpoint | None, key: dict[str, Any], family: Family,
-            episode_length: int) -> tuple[dict[str, Any], list[_Slot]] | None:
-    """(the saved state, its envs replayed) if `checkpoint` holds this training; else None (and why, if a file was)."""
+            episode_length: int) -> tuple[dict[str, Any], list[_Slot], np.ndarray] | None:
+    """(the saved state, its envs replayed, their observations) if `checkpoint` holds this training; else None
+    (and why, if a file was)."""
     saved = _read_checkpoint(checkpoint, key)
     if saved is None or checkpoint is None:
         return None
-    slots = _replay_envs(saved, family, episode_length)
-    if slots is None:
+    replayed = _replay_envs(saved, family, episode_length)
+    if replayed is None:
         checkpoint.discarded = "an env did not replay to its saved state"
         return None
-    return saved, slots
+    return saved, *replayed
 
 
-def _replay_envs(saved: dict[str, Any], family: Family, episode_length: int) -> list[_Slot] | None:
-    """Each saved env, made again and replayed from its reset seed; None if one does not end where it was saved."""
+def _replay_envs(saved: dict[str, Any], family: Family,
+                 episode_length: int) -> tuple[list[_Slot], np.ndarray] | None:
+    """Each saved env, made again and replayed from its reset seed, and its observation (with the task feature);
+    None if one does not end where it was saved."""
     slots: list[_Slot] = []
+    observations = []
     for i, s in enumerate(saved["meta"]["slots"]):
         env = family.make(s["param"], max_episode_steps=episode_length)
         o, _ = env.reset(seed=s["seed"])
@@ -366,12 +385,13 @@ def _replay_envs(saved: dict[str, Any], family: Family, episode_length: int) -> 
             o, *_ = env.step(a)
         feature = task_feature(family, s["param"])
         obs = with_task(o, feature)
-        slots.append(_Slot(env, float(s["param"]), int(s["seed"]), feature, obs, list(actions)))
+        slots.append(_Slot(env, float(s["param"]), int(s["seed"]), feature, list(actions)))
+        observations.append(obs)
         if not np.array_equal(obs, saved[f"slot{i}.obs"]) or _env_rng_state(env) != s["env_rng"]:
             for slot in slots:
                 slot.env.close()
             return None
-    return slots
+    return slots, np.stack(observations)
 
 
 def _saved_snapshots(saved: dict[str, Any]) -> Snapshots:

@@ -78,14 +78,18 @@ class SACConfig(CheckedConfig):
 
 
 def squashed_gaussian(
-    head: torch.Tensor, noise: torch.Tensor | None, log_std_min: float, log_std_max: float
+    head: torch.Tensor, noise: torch.Tensor | None, log_std_min: float, log_std_max: float, log_prob: bool = True
 ) -> tuple[torch.Tensor, torch.Tensor | None]:
-    """Actor head `(..., 2a)` -> (action in [-1, 1], log pi(action)) ; noise None = deterministic (tanh(mean), None)."""
+    """Actor head `(..., 2a)` -> (action in [-1, 1], log pi(action)) ; noise None = deterministic (tanh(mean), None).
+
+    `log_prob=False` (acting): the same action, without computing log pi (returned as None)."""
     mean, log_std = head.chunk(2, dim=-1)
     if noise is None:
         return torch.tanh(mean), None
     log_std = log_std_min + 0.5 * (log_std_max - log_std_min) * (torch.tanh(log_std) + 1.0)
     u = mean + log_std.exp() * noise
+    if not log_prob:
+        return torch.tanh(u), None
     # log N(u; mean, std) - sum log(1 - tanh(u)^2); the latter as 2 (log 2 - u - softplus(-2u)) (stable).
     log_prob = (-0.5 * noise.square() - log_std - 2.0 * (_LOG_2 - u - nn.functional.softplus(-2.0 * u))).sum(-1)
     return torch.tanh(u), log_prob - _HALF_LOG_2PI * noise.shape[-1]
@@ -134,6 +138,7 @@ class BatchedSAC:
         self._target_params = list(self.critic_target.parameters())
         self._trained = self._actor_params + self._critic_params + ([self.log_alpha] if config.autotune_alpha else [])
         self.optimizer = fused_adam(self._trained, config.lr)
+        self._adam: _AdamLists | None = None  # set after the first step; reset when the optimizer state is loaded
         self._names = self._param_names()
 
     # -- acting -----------------------------------------------------------------------
@@ -157,7 +162,7 @@ class BatchedSAC:
         if not deterministic:
             shape = (*x.shape[:2], self.act_dim)
             noise = torch.randn(shape, generator=self.generator, dtype=self.dtype, device=self.device)
-        a, _ = squashed_gaussian(head, noise, self.config.log_std_min, self.config.log_std_max)
+        a, _ = squashed_gaussian(head, noise, self.config.log_std_min, self.config.log_std_max, log_prob=False)
         if single:
             a = a.squeeze(1)
         return a.cpu().numpy()
@@ -228,9 +233,10 @@ class BatchedSAC:
         if cfg.autotune_alpha:
             loss = loss + alpha_loss
 
-        self.optimizer.zero_grad(set_to_none=True)
+        for p in self._trained:  # what optimizer.zero_grad(set_to_none=True) does, without its profiler hooks
+            p.grad = None
         loss.backward()
-        fused_step(self.optimizer, self._trained)
+        self._adam_step()
         with torch.no_grad():
             torch._foreach_lerp_(self._target_params, self._critic_params, cfg.tau)
 
@@ -239,6 +245,35 @@ class BatchedSAC:
              alpha_loss.detach() / k, -logp_mean.mean()]
         ).tolist()
         return dict(zip(METRIC_NAMES, metrics))
+
+    def _adam_step(self) -> None:
+        """`fused_step(self.optimizer, self._trained)`, with the same two kernel calls and a fraction of its Python.
+
+        `Optimizer.step` regroups the tensors, rebuilds its state lists and enters profiler hooks on every
+        call: about 0.4 ms of a 7 ms K=1 update (issue 15). After the first step (which creates Adam's
+        state) the lists are kept and the kernels called directly, as `torch.optim.adam._fused_adam`
+        calls them (one device, one dtype: one group in parameter order), so the weights stay bit-identical
+        (`tests/learners/test_sac.py`). Anything else (a missing gradient, other options) takes `fused_step`.
+        """
+        grads = []
+        for p in self._trained:
+            g = p.grad
+            if g is None:
+                self._adam = None
+                fused_step(self.optimizer, self._trained)
+                return
+            if not g.is_contiguous():  # fused_step's fix for fused Adam's non-contiguous-gradient trap
+                p.grad = g = g.contiguous()
+            grads.append(g)
+        if self._adam is None:
+            fused_step(self.optimizer, self._trained)
+            self._adam = _AdamLists.of(self.optimizer, self._trained)
+            return
+        a = self._adam
+        torch._foreach_add_(a.steps, 1)
+        torch._fused_adam_(a.params, grads, a.exp_avgs, a.exp_avg_sqs, [], a.steps, amsgrad=False, lr=a.lr,
+                           beta1=a.beta1, beta2=a.beta2, weight_decay=a.weight_decay, eps=a.eps, maximize=False,
+                           grad_scale=None, found_inf=None)
 
     # -- state --------------------------------------------------------------------------
     def _param_names(self) -> dict[str, tuple[torch.Tensor, bool]]:
@@ -299,6 +334,7 @@ class BatchedSAC:
         return out
 
     def load_optimizer_state_dict(self, state: Mapping[str, torch.Tensor]) -> None:
+        self._adam = None  # the direct Adam step's lists hold the old state tensors
         trained = {id(p) for p in self._trained}
         with torch.no_grad():
             for n, (p, _) in self._names.items():
@@ -315,6 +351,43 @@ class BatchedSAC:
         if not 0 <= k < self.num_members:
             raise IndexError(f"member {k} out of range for {self.num_members} members")
         return {n: p[k : k + 1].detach().to("cpu", copy=True).contiguous() for n, p in self.actor.named_parameters()}
+
+
+@dataclass
+class _AdamLists:
+    """What `torch.optim.adam._fused_adam` passes to the fused kernel, kept between steps (`BatchedSAC._adam_step`)."""
+
+    params: list[torch.Tensor]
+    exp_avgs: list[torch.Tensor]
+    exp_avg_sqs: list[torch.Tensor]
+    steps: list[torch.Tensor]
+    lr: float
+    beta1: float
+    beta2: float
+    weight_decay: float
+    eps: float
+
+    @classmethod
+    def of(cls, optimizer: torch.optim.Optimizer, params: list[torch.Tensor]) -> _AdamLists | None:
+        """The lists of a fused Adam with one parameter group of `params` on one device and dtype, with its state
+        created; None for anything else (that optimizer then keeps stepping itself)."""
+        if len(optimizer.param_groups) != 1:
+            return None
+        group = optimizer.param_groups[0]
+        plain = {"fused": True, "amsgrad": False, "maximize": False, "capturable": False, "differentiable": False,
+                 "decoupled_weight_decay": False, "foreach": None}
+        if any(group.get(k, v) != v for k, v in plain.items()) or len(group["params"]) != len(params) \
+                or any(a is not b for a, b in zip(group["params"], params)):
+            return None
+        if isinstance(group["lr"], torch.Tensor) or len({(p.device, p.dtype) for p in params}) != 1:
+            return None
+        states = [optimizer.state.get(p) for p in params]
+        if not all(st and {"step", "exp_avg", "exp_avg_sq"} <= st.keys() for st in states):
+            return None
+        beta1, beta2 = group["betas"]
+        return cls(list(params), [st["exp_avg"] for st in states], [st["exp_avg_sq"] for st in states],
+                   [st["step"] for st in states], float(group["lr"]), float(beta1), float(beta2),
+                   float(group["weight_decay"]), float(group["eps"]))
 
 
 def load_member_actor(
@@ -402,6 +475,33 @@ class BatchedReplay:
         self.terminals[:, i] = terminal
         self.ptr = (i + 1) % self.capacity
         self.size = min(self.size + 1, self.capacity)
+
+    def add_steps(
+        self, obs: np.ndarray, act: np.ndarray, rew: np.ndarray, next_obs: np.ndarray, terminal: np.ndarray
+    ) -> None:
+        """T transitions per member in one call, as T calls of `add` in order would store them:
+        obs (K, T, o), act (K, T, a), rew (K, T), next_obs (K, T, o), terminal (K, T)."""
+        if np.ndim(rew) != 2:
+            raise ValueError(f"BatchedReplay.add_steps: rew must have shape (K, T), got {np.shape(rew)}")
+        k, t = self.num_members, np.shape(rew)[1]
+        for name, x, want in (("obs", obs, (k, t, self.obs_dim)), ("act", act, (k, t, self.act_dim)),
+                              ("rew", rew, (k, t)), ("next_obs", next_obs, (k, t, self.obs_dim)),
+                              ("terminal", terminal, (k, t))):
+            if np.shape(x) != want:
+                raise ValueError(f"BatchedReplay.add_steps: {name} must have shape {want}, got {np.shape(x)}")
+        if t > self.capacity:  # later transitions overwrite earlier ones: leave that to `add`
+            for j in range(t):
+                self.add(obs[:, j], act[:, j], rew[:, j], next_obs[:, j], terminal[:, j])
+            return
+        i = self.ptr
+        rows: slice | np.ndarray = slice(i, i + t) if i + t <= self.capacity else (i + np.arange(t)) % self.capacity
+        self.observations[:, rows] = obs
+        self.actions[:, rows] = act
+        self.rewards[:, rows] = rew
+        self.next_observations[:, rows] = next_obs
+        self.terminals[:, rows] = terminal
+        self.ptr = (i + t) % self.capacity
+        self.size = min(self.size + t, self.capacity)
 
     def sample(self, batch_size: int) -> dict[str, torch.Tensor]:
         """(K, B, ...) float32 tensors, indices drawn independently and uniformly per member."""
