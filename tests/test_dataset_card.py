@@ -89,6 +89,54 @@ def test_the_card_holds_the_published_and_metadata_numbers(tiny_suite: Path, car
         assert f'<img src="{name}"' in page
 
 
+def test_the_card_shows_every_tier_built_or_published_and_names_those_not_built(
+        tiny_suite: Path, cards: Path, tmp_path: Path) -> None:
+    from bmrl_bench.builder import build_suite
+
+    card = get_card(TINY)
+    for tier in ("random", "expert"):
+        build_suite(TINY, tier=tier)
+    publish_local_build(TINY, "random")
+    publish_local_build(TINY, "expert")
+    shutil.rmtree(tiny_suite / card.dataset_id(1, "expert"))  # expert: published, no longer built here
+    data, page = write(tmp_path / "card")
+
+    status = {t["tier"]: t["status"] for t in data["tiers"]}
+    assert status == {"replay": "built", "random": "built", "medium": "not built",
+                      "expert": "published, not built here", "medium-expert": "not built"}
+    tiers = {t["tier"]: t for t in data["tiers"]}
+    assert tiers["random"]["published_file"] == f"{TINY}.random.published.json"
+    assert tiers["random"]["policy"] == read_metadata(card.dataset_id(0, "random"))["bmrl_tier"]["policy"]["policy"]
+    assert (tiers["expert"]["missing"], tiers["medium"]["missing"]) == (1, 3)
+    assert [(d["tier"], d["task_index"]) for d in data["datasets"]] == [
+        (t, i) for t in ("replay", "random", "expert") for i in range(3)]
+    published = read_published(card, "random")
+    for d in (d for d in data["datasets"] if d["tier"] == "random"):
+        episodes = read_episodes(d["dataset_id"])
+        assert d["dataset_id"] == card.dataset_id(d["task_index"], "random")
+        assert d["checksum"] == d["published_checksum"] == published[d["dataset_id"]]["checksum"]
+        assert (d["episodes"], d["transitions"]) == (len(episodes.lengths), card.behaviour.steps_per_task)
+        assert d["episode_returns"] == episodes.episode_returns().tolist()
+        assert f"<td>{num(d['returns']['median'])}</td>" in page
+    expert_published = read_published(card, "expert")
+    for d in (d for d in data["datasets"] if d["tier"] == "expert"):
+        assert not d["built"] and "episodes" not in d
+        assert d["published_checksum"] == expert_published[d["dataset_id"]]["checksum"]
+        assert f"<code>{d['dataset_id']}</code>" in page and f"<code>{d['published_checksum']}</code>" in page
+
+    # one returns plot per tier built here, the same y range on each
+    assert data["figures"]["returns"] == "returns.png" and data["figures"]["returns-random"] == "returns-random.png"
+    assert not any(k.startswith(("returns-expert", "returns-medium")) for k in data["figures"])
+    assert sorted(p.name for p in (tmp_path / "card").iterdir()) == sorted(["card.json", "index.html", *PNGS,
+                                                                            "returns-random.png"])
+    assert '<img src="returns-random.png"' in page
+    assert 'id="tiers-not-built">Not built: medium, medium-expert.</p>' in page
+    assert "<code>bmrl-bench datasets build tiny-pointgoal --tier medium</code>" in page
+    assert page.count("published, not built here") == 1 + 3  # the tier's line and its 3 rows
+    # rows: tasks and references (replay), datasets (3 tiers), returns (the 2 tiers built)
+    assert page.count('<tr class="train">') == (2 + 3 + 2) * 2 and page.count('<tr class="test">') == 2 + 3 + 2
+
+
 def test_pngs_are_valid_and_small(tiny_suite: Path, tmp_path: Path) -> None:
     from PIL import Image
 
@@ -195,6 +243,9 @@ def test_the_command_writes_the_card(tiny_suite: Path, tmp_path: Path) -> None:
 
 @pytest.mark.skipif(chromium() is None, reason="headless Chromium not installed")
 def test_the_card_renders_in_headless_chromium(tiny_suite: Path, tmp_path: Path) -> None:
+    from bmrl_bench.builder import build_suite
+
+    build_suite(TINY, tier="random")  # a second tier: its rows and its returns plot
     write(tmp_path / "card")
     proc = subprocess.run(
         [chromium(), "--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
@@ -211,8 +262,10 @@ def test_the_card_renders_in_headless_chromium(tiny_suite: Path, tmp_path: Path)
     try:
         browser.open(tmp_path / "card" / "index.html")
         # every image decoded, nothing wider than a 1280 px window
-        assert browser.js("return Array.from(document.images).map(i => i.complete && i.naturalWidth > 0)") == [True] * 4
+        assert browser.js("return Array.from(document.images).map(i => i.complete && i.naturalWidth > 0)") == [True] * 5
         assert browser.js("return document.documentElement.scrollWidth - document.documentElement.clientWidth") == 0
         assert browser.js("return document.querySelectorAll('#references-table tbody tr').length") == 3
+        assert browser.js("return document.querySelectorAll('#datasets-table tbody tr').length") == 2 * 3
+        assert browser.js("return document.querySelectorAll('#tiers li').length") == 5
     finally:
         browser.close()

@@ -1,7 +1,7 @@
 """`bmrl-bench datasets card SUITE`: a static page per built suite, like the pages Minari publishes per dataset.
 
-The folder it writes holds `index.html`, its PNGs and `card.json` (every number the page
-shows, in full). It is staged beside the target and moved into place as a whole, so a
+The folder it writes holds `index.html`, its PNGs (one returns plot per tier built here) and
+`card.json` (every number the page shows, in full). It is staged beside the target and moved into place as a whole, so a
 reader sees the old card or the new one, never half of either.
 
 - `model.py`: the numbers (`card_data`), from the datasets' metadata and episodes and the published file;
@@ -18,13 +18,13 @@ import shutil
 from pathlib import Path
 
 from bmrl_bench.data import datasets_root
-from bmrl_bench.dataset_card.model import CARD_FORMAT, TIERS, card_data, missing_datasets, require_built
+from bmrl_bench.dataset_card.model import BUILT, CARD_FORMAT, card_data, missing_datasets, require_built
 from bmrl_bench.dataset_card.page import page
 from bmrl_bench.errors import BmrlError
 from bmrl_bench.fsutil import replace_dir, temp_dir
 from bmrl_bench.suites import get_card
 
-__all__ = ["CARD_FILE", "CARD_FORMAT", "CardOutError", "TIERS", "card_data", "check_out_folder", "missing_datasets",
+__all__ = ["CARD_FILE", "CARD_FORMAT", "CardOutError", "card_data", "check_out_folder", "missing_datasets",
            "require_built", "write_card"]
 
 CARD_FILE = "card.json"
@@ -53,12 +53,14 @@ def write_card(*, suite: str, out: Path) -> list[Path]:
     out.parent.mkdir(parents=True, exist_ok=True)
     staging = temp_dir(out.parent, prefix=f".{out.name}.")
     try:
-        figures = {
+        figures: dict[str, str | None] = {
             "tasks": plots.tasks_plot(data, staging / "tasks.png"),
             "expert": plots.expert_plot(data, staging / "expert.png"),
-            "returns": plots.returns_plot(data, staging / "returns.png"),
-            "behaviour": plots.behaviour_plot(data, staging / "behaviour.png"),
         }
+        for tier in (t["tier"] for t in data["tiers"] if t["status"] == BUILT):  # one returns plot per tier built
+            name = plots.returns_name(tier)
+            figures[name] = plots.returns_plot(data, staging / f"{name}.png", tier)
+        figures["behaviour"] = plots.behaviour_plot(data, staging / "behaviour.png")
         data["figures"] = figures
         (staging / CARD_FILE).write_text(json.dumps(data, indent=1) + "\n")
         (staging / "index.html").write_text(page(data, figures), encoding="utf-8")

@@ -1,10 +1,11 @@
 """Every number a suite's dataset card shows, gathered into one plain dict (what `card.json` holds).
 
 Read from the built datasets (their Minari metadata and episodes, checksums recomputed)
-and from the suite's published file (`datasets/<suite>.published.json`); nothing is
-recomputed by rolling a policy out. Per-task facts (split, parameter, reference scores,
-return bounds) sit in `tasks`; per-dataset facts sit in `datasets`, one record per task
-and data tier, so a new tier is one more `tier` value there, not a new layout.
+and from the suite's published files (`datasets/<suite>.published.json`, and
+`<suite>.<tier>.published.json` per other tier); nothing is recomputed by rolling a policy
+out. Per-task facts (split, parameter, reference scores, return bounds) sit in `tasks`, shared
+by every tier; per-dataset facts sit in `datasets`, one record per task and data tier that is
+built here or published; `tiers` says of every tier whether it is built, only published, or neither.
 """
 from __future__ import annotations
 
@@ -20,18 +21,22 @@ from bmrl_bench.errors import BmrlError, DatasetCorruptError, DatasetMissingErro
 from bmrl_bench.families import Family, get_family, pointgoal_optimal_return
 from bmrl_bench.published import published_path, read_published
 from bmrl_bench.suites import SuiteCard
+from bmrl_bench.tiers import DEFAULT_TIER, TIERS, build_command
 
-CARD_FORMAT = 1  # bump when the layout of card.json changes
-TIERS = ("replay",)  # the data tiers built today; issue 13 adds random, medium, expert, medium-expert
-TIER_TEXT = {
-    "replay": "the paper's data: the whole replay buffer of one online SAC trained on the task "
-              "(a uniform-random warm-up, then the SAC's own actions as it learns)",
+CARD_FORMAT = 2  # bump when the layout of card.json changes (2: every tier, each with its status)
+# What each tier's data is, in a sentence; the rollout tiers add their policy from the metadata.
+TIER_TEXT = TIERS | {
+    DEFAULT_TIER: "the paper's data: the whole replay buffer of one online SAC trained on the task "
+                  "(a uniform-random warm-up, then the SAC's own actions as it learns)",
 }
+# A tier's status on the card: its datasets are read (built here), only its published file is
+# known (published), or neither.
+BUILT, PUBLISHED, NOT_BUILT = "built", "published, not built here", "not built"
 
 
-def missing_datasets(card: SuiteCard, root: Path) -> list[str]:
-    """Dataset ids of `card` with no data or metadata file under `root` (a cheap presence check)."""
-    return [d for d in card.dataset_ids()
+def missing_datasets(card: SuiteCard, root: Path, tier: str = DEFAULT_TIER) -> list[str]:
+    """Dataset ids of `card` in `tier` with no data or metadata file under `root` (a cheap presence check)."""
+    return [d for d in card.dataset_ids(tier)
             if not all((dataset_dir(d, root) / "data" / f).is_file() for f in ("metadata.json", "main_data.hdf5"))]
 
 
@@ -110,22 +115,69 @@ def _expert(card: SuiteCard, family: Family, metas: list[dict[str, Any]]) -> dic
     }
 
 
+def _read_checked(card: SuiteCard, dataset_id: str, tier: str, root: Path) -> tuple[dict[str, Any], Any]:
+    """A dataset's metadata and episodes, its content checksum recomputed and matched."""
+    meta = read_metadata(dataset_id, root)
+    episodes = read_episodes(dataset_id, root)
+    if content_checksum(episodes) != meta["bmrl_checksum"]:
+        raise DatasetCorruptError(f"dataset {dataset_id} is damaged: its content checksum does not match its "
+                                  f"metadata; rebuild it with {build_command(card.name, tier)}")
+    return meta, episodes
+
+
+def _built_record(tier: str, index: int, dataset_id: str, meta: dict[str, Any], episodes: Any,
+                  published: dict[str, dict]) -> dict[str, Any]:
+    pub = published.get(dataset_id)
+    returns = episodes.episode_returns()
+    return {
+        "tier": tier,
+        "task_index": index,
+        "dataset_id": dataset_id,
+        "built": True,
+        "checksum": meta["bmrl_checksum"],
+        "published_checksum": None if pub is None else pub["checksum"],
+        "episodes": int(len(episodes.lengths)),
+        "transitions": int(episodes.lengths.sum()),
+        "returns": _returns_summary(returns),
+        "episode_returns": [float(r) for r in returns],  # in collection order (replay: the behaviour learning curve)
+    }
+
+
+def _tier_datasets(card: SuiteCard, tier: str, root: Path) -> tuple[dict[str, Any], list[dict[str, Any]]]:
+    """(the tier's entry, its dataset records): every task's numbers where the tier is built here, the
+    published checksums where only its published file is, nothing where neither."""
+    published = read_published(card, tier)
+    missing = missing_datasets(card, root, tier)
+    entry: dict[str, Any] = {"tier": tier, "about": TIER_TEXT[tier], "policy": None,
+                             "published_file": published_path(card, tier).name if published else None,
+                             "missing": len(missing), "build_command": build_command(card.name, tier).strip("`")}
+    if not missing:
+        records = []
+        for i, dataset_id in enumerate(card.dataset_ids(tier)):
+            meta, episodes = _read_checked(card, dataset_id, tier, root)
+            records.append(_built_record(tier, i, dataset_id, meta, episodes, published))
+            if i == 0 and "bmrl_tier" in meta:  # what the roll-outs acted with (one policy for every task)
+                entry["policy"] = meta["bmrl_tier"]["policy"].get("policy")
+        return entry | {"status": BUILT}, records
+    if not published:
+        return entry | {"status": NOT_BUILT}, []
+    return entry | {"status": PUBLISHED}, [
+        {"tier": tier, "task_index": i, "dataset_id": d, "built": False, "checksum": None,
+         "published_checksum": published[d]["checksum"] if d in published else None}
+        for i, d in enumerate(card.dataset_ids(tier))]
+
+
 def card_data(card: SuiteCard, root: Path) -> dict[str, Any]:
-    """The card's content (JSON-ready); the datasets must be built (`require_built`) and intact."""
+    """The card's content (JSON-ready); the replay tier must be built (`require_built`) and intact, every other
+    tier is read where it is built."""
     family = get_family(card.family)
     require_built(card, root)
     published = read_published(card)
-    metas = [read_metadata(d, root) for d in card.dataset_ids()]
-    tasks, datasets = [], []
+    metas = [read_metadata(d, root) for d in card.dataset_ids()]  # their episodes are checked with their tier
+    tasks = []
     for i, meta in enumerate(metas):
-        dataset_id = card.dataset_id(i)
-        episodes = read_episodes(dataset_id, root)
-        checksum = content_checksum(episodes)
-        if checksum != meta["bmrl_checksum"]:
-            raise DatasetCorruptError(f"dataset {dataset_id} is damaged: its content checksum does not match its "
-                                      f"metadata; rebuild it with `bmrl-bench datasets build {card.name}`")
         param = float(meta["bmrl_task_param"])
-        pub = published.get(dataset_id)
+        pub = published.get(card.dataset_id(i))
         refs = meta.get("bmrl_reference_returns", {})
         tasks.append({
             "index": i,
@@ -143,18 +195,11 @@ def card_data(card: SuiteCard, root: Path) -> dict[str, Any]:
             "optimal_return": pointgoal_optimal_return(param, card.episode_length) if family.name == "pointgoal"
             else None,
         })
-        returns = episodes.episode_returns()
-        datasets.append({
-            "tier": "replay",
-            "task_index": i,
-            "dataset_id": dataset_id,
-            "checksum": checksum,
-            "published_checksum": None if pub is None else pub["checksum"],
-            "episodes": int(len(episodes.lengths)),
-            "transitions": int(episodes.lengths.sum()),
-            "returns": _returns_summary(returns),
-            "episode_returns": [float(r) for r in returns],  # in collection order: the behaviour learning curve
-        })
+    tiers, datasets = [], []
+    for tier in TIERS:
+        entry, records = _tier_datasets(card, tier, root)
+        tiers.append(entry)
+        datasets += records
     behaviour = metas[0].get("bmrl_behaviour", {})
     first = metas[0]
     if any(m.get("bmrl_behaviour") != behaviour for m in metas):
@@ -181,7 +226,7 @@ def card_data(card: SuiteCard, root: Path) -> dict[str, Any]:
             "bmrl_version": first.get("bmrl_version"),
             "minari_version": first.get("minari_version"),
         },
-        "tiers": [{"tier": t, "about": TIER_TEXT[t]} for t in TIERS],
+        "tiers": tiers,
         "behaviour": {"recipe": behaviour,
                       "card_recipe_matches": {k: v for k, v in behaviour.items() if k != "algorithm"}
                       == card.behaviour.model_dump(exclude_none=True)},

@@ -8,6 +8,8 @@ import html
 import json
 from typing import Any
 
+from bmrl_bench.dataset_card.plots import returns_name
+
 CSS = """
 body { font-family: system-ui, sans-serif; margin: 1rem 1.25rem; color: #222; max-width: 75rem; }
 table { border-collapse: collapse; margin: 0.5rem 0 1rem; font-size: 0.8rem; }
@@ -21,6 +23,7 @@ code { font-size: 0.85em; overflow-wrap: anywhere; }
 .scroll { overflow-x: auto; max-width: 100%; }
 .note { max-width: 60rem; }
 img { max-width: 100%; height: auto; display: block; margin: 0.5rem 0; }
+.plots { display: flex; flex-wrap: wrap; column-gap: 1rem; }
 """.strip()
 
 esc = html.escape
@@ -86,26 +89,47 @@ def _tasks(card: dict[str, Any], figures: dict[str, str | None]) -> list[str]:
             _table("tasks-table", ["task", "split", f"{s['param_name']} ({s['param_unit']})"], rows, 2)]
 
 
+def _tier_item(t: dict[str, Any]) -> str:
+    """One tier in the list of tiers: what its data is, and whether it is built, published or neither."""
+    policy = f" Policy: {esc(t['policy'])}." if t["policy"] else ""
+    published = f" Published: <code>datasets/{esc(t['published_file'])}</code>." if t["published_file"] else ""
+    if t["status"] == "built":
+        state = "built"
+    elif t["status"] == "not built":
+        state = f"<strong>not built</strong> (<code>{esc(t['build_command'])}</code>)"
+    else:
+        state = (f"<strong>published, not built here</strong> ({t['missing']} datasets missing; "
+                 f"<code>{esc(t['build_command'])}</code> builds them)")
+    name = esc(t["tier"])
+    return f'<li id="tier-{name}"><code>{name}</code> ({state}): {esc(t["about"])}.{policy}{published}</li>'
+
+
 def _datasets(card: dict[str, Any]) -> list[str]:
     tasks = {t["index"]: t for t in card["tasks"]}
     rows = []
     for d in card["datasets"]:
         t = tasks[d["task_index"]]
         pub = d["published_checksum"]
-        state = "no published file" if pub is None else ("= published" if pub == d["checksum"]
-                                                         else "DIFFERS from published")
+        if not d["built"]:
+            state = "published, not built here"
+        else:
+            state = "no published file" if pub is None else ("= published" if pub == d["checksum"]
+                                                             else "DIFFERS from published")
+        checksum = d["checksum"] if d["built"] else pub
         rows.append(_row([str(d["task_index"]), esc(d["tier"]), f"<code>{esc(d['dataset_id'])}</code>",
-                          f"<code>{esc(d['checksum'])}</code>", esc(state), f"{d['episodes']:,}",
-                          f"{d['transitions']:,}"], t["split"], 5))
-    tiers = "".join(f"<li><code>{esc(t['tier'])}</code>: {esc(t['about'])}</li>" for t in card["tiers"])
+                          f"<code>{esc(str(checksum))}</code>", esc(state),
+                          f"{d['episodes']:,}" if d["built"] else "-", f"{d['transitions']:,}" if d["built"] else "-"],
+                         t["split"], 5))
+    tiers = "".join(_tier_item(t) for t in card["tiers"])
+    absent = [t["tier"] for t in card["tiers"] if t["status"] == "not built"]
     return ['<h2 id="datasets">Datasets (Minari ids and checksums)</h2>',
             '<p class="note">Each id loads with <code>minari.load_dataset(id)</code> from the Minari root the suite '
             "was built in. The checksum is sha256 over the episode arrays (<code>bmrl_bench.data.content_checksum"
-            "</code>), recomputed for this page. Data tiers built:</p>",
+            "</code>), recomputed for this page (the published one where a tier is only published). Every tier has "
+            "one dataset per task, with the same tasks and reference scores; a tier's id adds the tier to the task's "
+            "name (<code>task-00-expert-v0</code>), the replay tier keeps the plain name. The data tiers:</p>",
             f'<ul class="note" id="tiers">{tiers}</ul>',
-            '<p class="note">The random, medium, expert and medium-expert tiers are not built yet. Each will add '
-            "one row per task here and one record per task in <code>card.json</code> "
-            "(<code>datasets[].tier</code>); tasks and reference scores are shared by every tier.</p>",
+            f'<p class="note" id="tiers-not-built">Not built: {esc(", ".join(absent)) if absent else "none"}.</p>',
             _table("datasets-table", ["task", "tier", "dataset id", "checksum", "vs published", "episodes",
                                       "transitions"], rows, 5)]
 
@@ -190,22 +214,26 @@ def _expert(card: dict[str, Any], figures: dict[str, str | None]) -> list[str]:
 def _returns(card: dict[str, Any], figures: dict[str, str | None]) -> list[str]:
     tasks = {t["index"]: t for t in card["tasks"]}
     rows = []
-    for d in card["datasets"]:
+    for d in (d for d in card["datasets"] if d["built"]):
         t, r = tasks[d["task_index"]], d["returns"]
         rows.append(_row([str(d["task_index"]), esc(t["split"]), esc(d["tier"]), f"{t['param']:g}",
                           f"{d['episodes']:,}"] + [num(r[k]) for k in ("min", "q1", "median", "mean", "q3", "max")],
                          t["split"], 3))
+    plots = [_img(figures.get(returns_name(t["tier"])), f"box plot of episode returns per task, tier {t['tier']}")
+             for t in card["tiers"] if t["status"] == "built"]
     return ['<h2 id="returns">Episode returns in the data</h2>',
-            '<p class="note">Per task and tier: the undiscounted return of every episode stored. The learning curves '
-            "show the same returns in the order they were collected.</p>",
-            _img(figures["returns"], "box plot of episode returns per task"),
+            '<p class="note">Per task and tier built here: the undiscounted return of every episode stored, one plot '
+            "per tier on one scale. The learning curves below show the replay tier's returns in the order they were "
+            "collected.</p>",
+            f'<div class="plots" id="returns-plots">{"".join(plots)}</div>',
             _table("returns-table", ["task", "split", "tier", "param", "episodes", "min", "q1", "median", "mean", "q3",
                                      "max"], rows, 3),
             _img(figures["behaviour"], "behaviour learning curve per task")]
 
 
 def page(card: dict[str, Any], figures: dict[str, str | None]) -> str:
-    """index.html of a card; `figures`: {"tasks", "expert", "returns", "behaviour"} -> PNG file name (or None)."""
+    """index.html of a card; `figures`: {"tasks", "expert", "returns" (replay), "returns-<tier>" (each other tier
+    built), "behaviour"} -> PNG file name (or None)."""
     s = card["suite"]
     title = f"{s['name']} v{s['version']}: dataset card"
     body = [*_suite(card), *_tasks(card, figures), *_datasets(card), *_references(card), *_behaviour(card),

@@ -97,14 +97,34 @@ def expert_plot(card: dict[str, Any], path: Path) -> str | None:
     return _save(fig, path)
 
 
+def returns_name(tier: str) -> str:
+    """The figure key (and PNG stem) of a tier's returns plot: `returns` for replay, as before tiers."""
+    return "returns" if tier == "replay" else f"returns-{tier}"
+
+
+def _task_returns(card: dict[str, Any], tier: str) -> list[tuple[dict[str, Any], list[float]]]:
+    """Every task with the episode returns of its dataset in `tier` (a tier built here)."""
+    data = {d["task_index"]: d["episode_returns"] for d in card["datasets"] if d["tier"] == tier}
+    return [(t, data[t["index"]]) for t in card["tasks"]]
+
+
+def _returns_range(card: dict[str, Any]) -> tuple[float, float]:
+    """One y range for every tier's returns plot, so that the tiers compare at a glance."""
+    values = [r for d in card["datasets"] if d["built"] for r in d["episode_returns"]]
+    values += [t[k] for t in card["tasks"] for k in ("ref_min", "ref_max", "optimal_return") if t[k] is not None]
+    lo, hi = min(values), max(values)
+    pad = 0.05 * (hi - lo or 1.0)
+    return lo - pad, hi + pad
+
+
 def returns_plot(card: dict[str, Any], path: Path, tier: str = "replay") -> str:
-    """One box plot per task of the data's episode returns, with ref_min / ref_max (and the optimum) marked."""
+    """One box plot per task of the tier's episode returns, with ref_min / ref_max (and the optimum) marked."""
     plt = _pyplot()
-    tasks = card["tasks"]
-    data = {d["task_index"]: d for d in card["datasets"] if d["tier"] == tier}
+    rows = _task_returns(card, tier)
+    tasks = [t for t, _ in rows]
     fig, ax = plt.subplots(figsize=(max(4.5, 0.45 * len(tasks) + 2.0), 3.2))
     xs = list(range(len(tasks)))
-    box = ax.boxplot([data[t["index"]]["episode_returns"] for t in tasks], positions=xs, widths=0.55,
+    box = ax.boxplot([returns for _, returns in rows], positions=xs, widths=0.55,
                      patch_artist=True, showfliers=True, flierprops={"markersize": 2, "alpha": 0.5})
     for patch, t in zip(box["boxes"], tasks):
         patch.set_facecolor(_colour(t["split"]))
@@ -118,33 +138,32 @@ def returns_plot(card: dict[str, Any], path: Path, tier: str = "replay") -> str:
     ax.set_xticks(xs, [f"{t['index']}\n{t['param']:.3g}" for t in tasks], fontsize=7)
     for label, t in zip(ax.get_xticklabels(), tasks):
         label.set_color(_colour(t["split"]))
+    ax.set_ylim(*_returns_range(card))
     ax.set_xlabel(f"task (index, {card['suite']['param_name']}); blue: train, red: test", fontsize=8)
     ax.set_ylabel("episode return")
-    ax.set_title(f"episode returns in the data (tier {tier})", fontsize=9)
+    ax.set_title(f"episode returns in the data: tier {tier}", fontsize=9)
     ax.grid(axis="y", alpha=0.3)
     ax.legend(fontsize=7, loc="lower right")
     fig.tight_layout()
     return _save(fig, path)
 
 
-def behaviour_plot(card: dict[str, Any], path: Path, tier: str = "replay") -> str:
-    """Per task, a small panel: episode return against episode index (the data in collection order)."""
+def behaviour_plot(card: dict[str, Any], path: Path) -> str:
+    """Per task, a small panel: episode return against episode index (the replay data in collection order)."""
     plt = _pyplot()
-    tasks = card["tasks"]
-    data = {d["task_index"]: d for d in card["datasets"] if d["tier"] == tier}
-    cols = min(4, len(tasks))
-    rows = math.ceil(len(tasks) / cols)
-    fig, axes = plt.subplots(rows, cols, figsize=(2.1 * cols, 1.55 * rows + 0.35), squeeze=False)
-    for ax, t in zip(axes.flat, tasks):
-        returns = data[t["index"]]["episode_returns"]
+    rows = _task_returns(card, "replay")
+    cols = min(4, len(rows))
+    lines = math.ceil(len(rows) / cols)
+    fig, axes = plt.subplots(lines, cols, figsize=(2.1 * cols, 1.55 * lines + 0.35), squeeze=False)
+    for ax, (t, returns) in zip(axes.flat, rows):
         ax.plot(range(len(returns)), returns, lw=0.8, color=_colour(t["split"]))
         ax.axhline(t["ref_min"], ls=":", color="#9467bd", lw=0.9)
         ax.axhline(t["ref_max"], ls="--", color="#2ca02c", lw=0.8)
         ax.set_title(f"task {t['index']} ({t['split']}) {t['param']:.3g}", fontsize=7, color=_colour(t["split"]))
         ax.tick_params(labelsize=6)
-    for ax in list(axes.flat)[len(tasks):]:
+    for ax in list(axes.flat)[len(rows):]:
         ax.axis("off")
-    fig.suptitle(f"behaviour learning curves (tier {tier}): return per episode; dotted ref_min, dashed ref_max",
+    fig.suptitle("behaviour learning curves (tier replay): return per episode; dotted ref_min, dashed ref_max",
                  fontsize=8)
     fig.supxlabel("episode index", fontsize=7)
     fig.tight_layout()
