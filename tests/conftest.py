@@ -2,7 +2,9 @@ from __future__ import annotations
 
 import os
 import shutil
+from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -40,3 +42,15 @@ def tiny_suite(tiny_root: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch)
     shutil.copytree(tiny_root, root)
     monkeypatch.setenv("MINARI_DATASETS_PATH", str(root))
     return root
+
+
+@pytest.fixture(scope="module")
+def ray_local() -> Iterator[Any]:
+    """A local Ray instance on the machine's 2 cores, shared by one module's tests (Ray starts slowly);
+    skipped without Ray."""
+    ray = pytest.importorskip("ray")
+    ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False)
+    try:
+        yield ray
+    finally:
+        ray.shutdown()

@@ -3,7 +3,6 @@ killed workers are retried; an interrupted build resumes from the units that fin
 from __future__ import annotations
 
 import sys
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -162,16 +161,6 @@ def test_unknown_executor_and_misplaced_address() -> None:
 
 
 # ---------------------------------------------------------------------------- Ray
-
-
-@pytest.fixture(scope="module")
-def ray_local() -> Iterator[Any]:
-    ray = pytest.importorskip("ray")
-    ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False)
-    try:
-        yield ray
-    finally:
-        ray.shutdown()
 
 
 def test_ray_build_survives_a_killed_worker_and_matches_local(

@@ -4,7 +4,7 @@ in a killed local worker, on Ray, and through an interrupted build)."""
 from __future__ import annotations
 
 import json
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -228,16 +228,6 @@ def test_expert_killed_in_a_local_worker_resumes_from_its_checkpoint(
     assert_same_expert(result, uninterrupted)
     assert resumed_message(events)[-1].startswith("resumed at step 750;")
     assert not ckpt.exists()  # the finished expert's files supersede it
-
-
-@pytest.fixture(scope="module")
-def ray_local() -> Iterator[Any]:
-    ray = pytest.importorskip("ray")
-    ray.init(num_cpus=1, include_dashboard=False, log_to_driver=False)
-    try:
-        yield ray
-    finally:
-        ray.shutdown()
 
 
 def test_expert_killed_in_a_ray_worker_resumes_from_its_checkpoint(
