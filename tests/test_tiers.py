@@ -74,6 +74,8 @@ def _checksums(tier: str) -> list[str]:
 
 
 def test_random_and_expert_tiers_build_load_and_rebuild_to_the_same_bytes(tiny_suite: Path) -> None:
+    import numpy as np
+
     from bmrl_bench.builder import build_suite
     from bmrl_bench.builder.tiers import first_seed
     from bmrl_bench.data import read_episodes, read_metadata
@@ -91,6 +93,17 @@ def test_random_and_expert_tiers_build_load_and_rebuild_to_the_same_bytes(tiny_s
         assert [(t.ref_min, t.ref_max) for t in suite.tasks] == [(t.ref_min, t.ref_max) for t in replay.tasks]
         meta = read_metadata(card.dataset_id(2, tier))
         episodes = read_episodes(card.dataset_id(2, tier))
+        # one writer for every tier: the task's fields and references as replay's, the tier's own between them
+        replay_meta = read_metadata(card.dataset_id(2))
+        mine = [k for k in meta if k.startswith("bmrl_")]
+        assert mine == [k for k in replay_meta if k.startswith("bmrl_")][:8] + [
+            "bmrl_tier", "bmrl_behaviour", "bmrl_behaviour_episode_returns", "bmrl_reference_returns",
+            "bmrl_ref_max_source", "bmrl_ref_max_rule", "bmrl_ref_max_learned", "bmrl_expert", "bmrl_checksum",
+            "bmrl_version"]
+        shared = mine[:8] + mine[-7:-2] + ["ref_min_score", "ref_max_score"]
+        assert {k: meta[k] for k in shared} == {k: replay_meta[k] for k in shared}
+        assert meta["bmrl_behaviour_episode_returns"] == [float(np.sum(episodes.rewards[ts]))
+                                                          for _, ts in episodes.episode_slices()]
         assert meta["bmrl_tier"]["episode_seeds"] == [[first_seed(card, tier, 2), len(episodes.lengths)]]
         assert first_seed(card, tier, 2) == 70_000_000 + 10_000_000 * {"random": 0, "expert": 2}[tier] + 200_000
         assert int(episodes.lengths.sum()) == card.behaviour.steps_per_task
