@@ -59,3 +59,13 @@ done
 bmrl-bench eval --algo time --suite halfcheetah-vel-lite --seeds 0-2 --checkpoints ckpt-hc/ --out results/
 python benchmarks/time_fidelity.py --suite halfcheetah-vel-lite --checkpoints ckpt-hc/ --seed 0 --episodes 3 --out docs/figures/
 bmrl-bench figures time --suite halfcheetah-vel-lite --checkpoint ckpt-hc/time-halfcheetah-vel-lite-seed0 --out docs/figures/
+
+# Issue 15: a cheaper pointgoal-3 default (docs/time-analysis.md, "A cheaper default"). Seeds 0-4, zero-shot.
+# The predictor path E/P is ~60% of a phase-2 step's FLOPs; phase 1's SAC is a third of the job.
+SMALL_EP="--set e_hidden=64 --set e_out=32 --set p_hidden=32"
+for v in "$SMALL_EP" "$SMALL_EP --set phase2_steps=20000 --set phase1_hidden=128,128" \
+         "$SMALL_EP --set phase2_steps=20000 --set phase1_hidden=128,128 --set lr=0.001"; do
+  # shellcheck disable=SC2086
+  bmrl-bench eval --algo time --suite pointgoal-3 --seeds 0-4 --workers 2 --threads 1 $v --out results/ablations/
+done
+python benchmarks/phase2_variants.py --suite pointgoal-3 --compile   # step rates of those sizes, and torch.compile
