@@ -84,8 +84,9 @@ class ExpertRecipe(BaseModel):
     )
     tolerance: float = Field(
         default=0.05, gt=0,
-        description="every-task: a train task has settled when each of its last `patience` checks is within this "
-                    "fraction of (its return bound - its first check) of its best check",
+        description="every-task: a train task has settled when the median of its last `patience` checks is within "
+                    "this fraction of (its return bound - its worst check) of the median of the `patience` checks "
+                    "before them and of its best such median",
     )
     check_episodes: int = Field(
         default=1, gt=0, description="every-task: deterministic episodes per train task per check (their mean counts)")

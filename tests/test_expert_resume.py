@@ -38,24 +38,33 @@ TINY = "tiny-pointgoal"  # expert: 1000 env steps on 2 envs, a check (and a chec
 
 def test_every_task_rule_on_hand_made_checks() -> None:
     bounds = [-30.0, -30.0]
-    # Task 0: first -50, so its slack is 0.1 x (-30 - -50) = 2; best -39, last two -39 and -39.5: settled.
-    # Task 1: first -80, slack 0.1 x 50 = 5; best -44, last two -44.2 and -44: settled.
-    history = [(100, [-50.0, -80.0]), (200, [-40.0, -60.0]), (300, [-39.0, -44.2]), (400, [-39.5, -44.0])]
-    assert unsettled_tasks(history, bounds, patience=2, tolerance=0.1) == []
-    assert every_task_converged(history, bounds, min_steps=400, patience=2, tolerance=0.1)
-    assert not every_task_converged(history, bounds, min_steps=401, patience=2, tolerance=0.1)  # too early
-    # Over the last three checks task 1 rose from -60 to -44 (more than its slack 5): still learning.
-    assert unsettled_tasks(history, bounds, patience=3, tolerance=0.1) == [1]
-    assert not every_task_converged(history, bounds, min_steps=0, patience=3, tolerance=0.1)
-    # A tighter tolerance: task 0's -39.5 is 0.5 below its best -39, more than 0.01 x 20 = 0.2;
-    # task 1's -44.2 is 0.2 below its best, less than 0.01 x 50 = 0.5.
-    assert unsettled_tasks(history, bounds, patience=2, tolerance=0.01) == [0]
-    # Fewer checks than `patience`: nothing can have settled yet.
-    assert unsettled_tasks(history[:1], bounds, patience=2, tolerance=0.1) == [0, 1]
+    # patience 2: medians (= means) of 2 checks in a row. Task 0: worst check -50, slack 0.1 x (-30 - -50) = 2; means
+    # -45, -39.5, -39.25, -39.35, -39.3: the last (-39.3) is 0.05 below the one 2 checks earlier and 0.05
+    # below the best: settled. Task 1: worst -80, slack 5; means -70, -55, -47, -42, -39: the last rose by
+    # 8 over the one 2 checks earlier (-47): still learning.
+    history = [(100, [-50.0, -80.0]), (200, [-40.0, -60.0]), (300, [-39.0, -50.0]), (400, [-39.5, -44.0]),
+               (500, [-39.2, -40.0]), (600, [-39.4, -38.0])]
+    assert unsettled_tasks(history, bounds, patience=2, tolerance=0.1) == [1]
+    assert not every_task_converged(history, bounds, min_steps=0, patience=2, tolerance=0.1)
+    # A looser tolerance: task 1's slack is 0.2 x 50 = 10 > 8, so both have settled.
+    assert unsettled_tasks(history, bounds, patience=2, tolerance=0.2) == []
+    assert every_task_converged(history, bounds, min_steps=600, patience=2, tolerance=0.2)
+    assert not every_task_converged(history, bounds, min_steps=601, patience=2, tolerance=0.2)  # too early
+    # Fewer than 2 x patience checks: nothing can have settled yet.
+    assert unsettled_tasks(history[:3], bounds, patience=2, tolerance=0.2) == [0, 1]
     assert not every_task_converged([], bounds, min_steps=0, patience=1, tolerance=0.1)
-    # A task that collapsed from its best has not settled, even if it is flat now.
-    collapsed = [(1, [-50.0]), (2, [-35.0]), (3, [-45.0]), (4, [-45.0])]
-    assert unsettled_tasks(collapsed, [-30.0], patience=2, tolerance=0.1) == [0]  # slack 2 < 10
+    # A task that collapsed from its best has not settled, even if it is flat now: means -42.5, -35.5,
+    # -40.5, -45.5, -45.5; the last is 10 below the best -35.5, more than the slack 0.1 x 20 = 2.
+    collapsed = [(1, [-50.0]), (2, [-35.0]), (3, [-36.0]), (4, [-45.0]), (5, [-46.0]), (6, [-45.0])]
+    assert unsettled_tasks(collapsed, [-30.0], patience=2, tolerance=0.1) == [0]
+    # One bad check among good ones (a Hopper that fell once) does not move a median of 5 checks: medians
+    # 950, 955, 955, 955, 955, 960, 958, 960; the last rose 5 over the one 5 checks earlier, within 35.
+    hopper = [300.0, 700.0, 950.0, 960.0, 955.0, 970.0, 950.0, 400.0, 965.0, 960.0, 958.0, 962.0]
+    history = [(20_000 * (i + 1), [r]) for i, r in enumerate(hopper)]
+    assert unsettled_tasks(history, [1000.0], patience=5, tolerance=0.05) == []  # slack 0.05 x 700 = 35
+    # A task still rising by 50 a check has not: its last median (850) is 250 above the one before (600).
+    rising = [(20_000 * (i + 1), [500.0 + 50.0 * i]) for i in range(10)]
+    assert unsettled_tasks(rising, [1000.0], patience=5, tolerance=0.05) == [0]
 
 
 def test_a_mean_plateau_is_not_every_task_settled() -> None:
@@ -82,11 +91,11 @@ def test_stop_reasons_say_which_rule_ended_the_training() -> None:
     assert stop_reason(capped, 500, False) == \
         "hit max_steps (500); min_steps = max_steps, so convergence was never judged"
     every = mean.model_copy(update={"stop_rule": "every-task", "tolerance": 0.1, "patience": 3})
-    assert stop_reason(every, 400, True) == ("converged at step 400: every train task within 0.1 x (return bound - "
-                                             "first check) of its best over the last 3 checks")
+    settled = ("settled (its median over the last 3 checks within 0.1 x (return bound - worst check) of the 3 "
+               "before and of its best)")
+    assert stop_reason(every, 400, True) == f"converged at step 400: every train task {settled}"
     assert stop_reason(every, 500, False, [0.5, 1.5]) == (
-        "hit max_steps (500): not every train task within 0.1 x (return bound - first check) of its best over the "
-        "last 3 checks (still moving: 0.5, 1.5)")
+        f"hit max_steps (500): not every train task {settled} (still moving: 0.5, 1.5)")
 
 
 def test_the_default_rule_leaves_the_recorded_recipe_as_published() -> None:

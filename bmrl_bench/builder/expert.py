@@ -8,10 +8,12 @@ training stream). The card's `expert.stop_rule` decides when to stop:
 - `mean-plateau` (the default, and what the published suites were built with): from
   `min_steps` on, once the mean return over `eval_tasks` evenly spaced tasks has not beaten
   its best before the last `patience` checks by `min_improvement` x (best - first check).
-- `every-task`: from `min_steps` on, once EVERY train task has settled: each of its last
-  `patience` checks lies within `tolerance` x (its return bound - its first check) of its
-  best check. A mean can sit on a plateau while one task still learns or collapses; this
-  rule waits for all of them.
+- `every-task`: from `min_steps` on, once EVERY train task has settled: the mean of its last
+  `patience` checks has neither risen above the median of the `patience` checks before them,
+  nor fallen below its best such median, by more than `tolerance` x (its return bound - its
+  worst check). A mean can sit on a plateau while one task still learns or collapses; this rule
+  waits for all of them, and it compares medians of checks, not single checks, because one check
+  of a Hopper is one or two episodes that a fall can cut short.
 
 `max_steps` caps both; `ExpertTraining.stop_reason` says in one sentence what ended it.
 
@@ -96,17 +98,23 @@ def unsettled_tasks(
 ) -> list[int]:
     """Positions of the tasks that have not settled after the checks in `history` ((step, return per task)).
 
-    Task t has settled when there are at least `patience` checks and each of the last `patience`
-    returns is at least best_t - tolerance x max(bounds[t] - first_t, 0): best_t its best check,
-    first_t its first, bounds[t] the highest return any policy can get on it.
+    With w = `patience`: task t has settled when there are at least 2w checks, the median of its last
+    w checks is at most slack_t above the median of the w before them (it stopped rising), and at
+    least its best median of w consecutive checks minus slack_t (it has not collapsed), where slack_t
+    = tolerance x (bounds[t] - its worst check) and bounds[t] is the highest return any policy can
+    get. Medians of w checks, not single checks: one check is one or two episodes, and a Hopper that
+    falls in one check would otherwise look unsettled for w checks (the first form of this rule, per
+    check and scaled by bound - first check, would not let the hopper-vel-lite expert settle).
     """
-    if len(history) < patience:
+    if len(history) < 2 * patience:
         return list(range(len(bounds)))
     unsettled = []
     for t, bound in enumerate(bounds):
-        returns = [float(r[t]) for _, r in history]
-        slack = tolerance * max(float(bound) - returns[0], 0.0)
-        if min(returns[-patience:]) < max(returns) - slack:
+        returns = np.array([float(r[t]) for _, r in history])
+        windows = np.median(np.lib.stride_tricks.sliding_window_view(returns, patience), axis=-1)  # w in a row
+        last, before = windows[-1], windows[-1 - patience]
+        slack = tolerance * max(float(bound) - float(returns.min()), 0.0)
+        if last - before > slack or last < windows.max() - slack:
             unsettled.append(t)
     return unsettled
 
@@ -122,8 +130,8 @@ def every_task_converged(
 def stop_reason(recipe: ExpertRecipe, steps: int, converged: bool, unsettled_params: Sequence[float] = ()) -> str:
     """One sentence: why the training ended at `steps` (`unsettled_params`: every-task's tasks not settled)."""
     if recipe.stop_rule == "every-task":
-        settled = (f"within {recipe.tolerance:g} x (return bound - first check) of its best over the last "
-                   f"{recipe.patience} checks")
+        settled = (f"settled (its median over the last {recipe.patience} checks within {recipe.tolerance:g} x "
+                   f"(return bound - worst check) of the {recipe.patience} before and of its best)")
         if converged:
             return f"converged at step {steps}: every train task {settled}"
         waiting = ", ".join(f"{p:g}" for p in unsettled_params)
