@@ -58,12 +58,6 @@ class TaskData:
         # The reference units need only the actor: skip reading the episodes.
         return cls(param, _no_episodes() if actor_only else read_episodes(dataset_id, root), actor)
 
-    def episode_returns(self) -> list[float]:
-        # np.sum per episode (pairwise summation), not Episodes.episode_returns (reduceat): these
-        # numbers are published in the metadata, and the two may differ in the last bit.
-        rewards = self.episodes.rewards
-        return [float(np.sum(rewards[ts])) for _, ts in self.episodes.episode_slices()]
-
     def actor_tensors(self) -> dict[str, Any]:
         import torch
 
