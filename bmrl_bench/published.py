@@ -31,6 +31,15 @@ def card_page(card: SuiteCard) -> Path:
     return _card_files()[card.name].parent.parent / "docs" / "cards" / card.name / "index.html"
 
 
+def published_expert(card: SuiteCard) -> dict | None:
+    """{steps, weights_sha256} of the expert behind the published references (None if not recorded)."""
+    path = published_path(card)
+    if not path.exists():
+        return None
+    data = json.loads(path.read_text())
+    return data.get("expert") if data.get("version") == card.version else None
+
+
 def read_published(card: SuiteCard, tier: str = DEFAULT_TIER) -> dict[str, dict]:
     """dataset_id -> {checksum, ref_min, ref_max, param, split} of the published build of `tier` (may be empty)."""
     path = published_path(card, tier)
@@ -100,5 +109,10 @@ def publish_local_build(name: str, tier: str = DEFAULT_TIER) -> Path:
     path = published_path(card, tier)
     # The replay tier's file keeps its keys (and bytes); another tier's names itself.
     head = {"suite": name, "version": card.version} | ({} if tier == DEFAULT_TIER else {"tier": tier})
-    atomic_write_text(path, json.dumps(head | {"datasets": local}, indent=2) + "\n")
+    from bmrl_bench.builder.policies import expert_record  # the builder pulls in torch and MuJoCo
+
+    # The expert behind the references, so a build that finds one saved can say whether it is this one.
+    expert = expert_record(card, datasets_root()) if tier == DEFAULT_TIER else None
+    tail = {} if expert is None else {"expert": expert}
+    atomic_write_text(path, json.dumps(head | {"datasets": local} | tail, indent=2) + "\n")
     return path

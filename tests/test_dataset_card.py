@@ -269,3 +269,21 @@ def test_the_card_renders_in_headless_chromium(tiny_suite: Path, tmp_path: Path)
         assert browser.js("return document.querySelectorAll('#tiers li').length") == 5
     finally:
         browser.close()
+
+
+def test_publish_records_the_expert_behind_the_references(tiny_suite: Path, cards: Path) -> None:
+    import hashlib
+
+    from bmrl_bench.builder.policies import expert_dir
+    from bmrl_bench.data import datasets_root
+    from bmrl_bench.published import published_expert
+
+    card = get_card(TINY)
+    assert published_expert(card) is None  # nothing published yet
+    publish_local_build(TINY)
+    d = expert_dir(card, datasets_root())
+    config = json.loads((d / "config.json").read_text())
+    record = published_expert(card)
+    assert record == {"steps": config["training"]["steps"],
+                      "weights_sha256": hashlib.sha256((d / "weights.safetensors").read_bytes()).hexdigest()}
+    assert record["steps"] > 0 and len(record["weights_sha256"]) == 64

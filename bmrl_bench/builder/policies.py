@@ -53,6 +53,20 @@ def save_expert(state: dict[str, np.ndarray], card: SuiteCard, root: Path, obs_d
         }))
 
 
+def expert_record(card: SuiteCard, root: Path) -> dict[str, Any] | None:
+    """{env steps, sha256 of weights.safetensors} of the saved expert (None if none was saved from the
+    card's recipe): what `datasets publish` records, so a build that finds an expert can say whether
+    it is the published one."""
+    import hashlib
+
+    if expert_files(card, root) is None:
+        return None
+    d = expert_dir(card, root)
+    config = json.loads((d / "config.json").read_text())
+    digest = hashlib.sha256((d / "weights.safetensors").read_bytes()).hexdigest()
+    return {"steps": int(config["training"]["steps"]), "weights_sha256": digest}
+
+
 def expert_from_state(state: dict[str, Any], config: dict[str, Any]) -> object:
     """A 1-member BatchedSAC from saved expert weights (numpy arrays or tensors) and its config.json."""
     import torch
