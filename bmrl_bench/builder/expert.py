@@ -22,7 +22,8 @@ after every check (weights, Adam's moments, the replay buffer, every RNG state, 
 episode so far) to one file, atomically, and a later call with the same file resumes
 there. Writing one draws no random number, and each env is restored by replaying its
 episode from its reset seed (then checked against the saved observation and env RNG),
-so a resumed training ends bit-identical to one that never stopped.
+so a resumed training ends bit-identical to one that never stopped. The pieces a behaviour
+shard's checkpoint shares are in `bmrl_bench.learners.checkpoint`.
 
 Snapshots: given a `snapshots` list, every check appends (env step, the actor's weights) to it
 (and the checkpoint keeps them), so a tier can act with the expert as it was at a check
@@ -31,27 +32,33 @@ changes no arithmetic: the expert trains the same with or without them.
 """
 from __future__ import annotations
 
-import json
-import zipfile
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import gymnasium as gym
 import numpy as np
-import torch
 
 from bmrl_bench.collect import ReturnsProgressFn, evaluate_policy, expert_policy, task_feature, with_task
 from bmrl_bench.families import Family
-from bmrl_bench.fsutil import atomic_file
+from bmrl_bench.learners.checkpoint import (
+    ENV_MOVED,
+    Checkpoint,
+    env_rng_state,
+    learning_arrays,
+    learning_meta,
+    read_checkpoint,
+    replay_episode,
+    restore_learning,
+    write_checkpoint,
+)
 from bmrl_bench.learners.sac import BatchedReplay, BatchedSAC, SACConfig
 from bmrl_bench.suites import ExpertRecipe
 
 # The expert's checks reset their envs from this seed range (disjoint from the rest).
 EXPERT_CHECK_SEED = 60_000_000
 CHECKPOINT_FORMAT = 1  # bump when what a checkpoint holds changes: older files are then not resumed
-_REPLAY_FIELDS = ("observations", "actions", "rewards", "next_observations", "terminals")
 
 Curve = list[tuple[int, float]]
 TaskCurve = list[tuple[int, list[float]]]
@@ -70,14 +77,7 @@ class ExpertTraining:
     task_curve: TaskCurve = field(default_factory=list)  # every-task: (env step, return per check task)
 
 
-@dataclass
-class ExpertCheckpoint:
-    """Where `train_expert` keeps its checkpoint, and what it tells its caller."""
-
-    path: Path
-    saved: Callable[[int], None] | None = None  # called with the env step after each checkpoint is written
-    resumed_at: int | None = None  # set by train_expert: the env step it resumed from (None: from scratch)
-    discarded: str = ""  # set by train_expert: why a file at `path` was not resumed ("" if none was found)
+ExpertCheckpoint = Checkpoint  # where `train_expert` keeps its checkpoint (steps: env steps over all envs)
 
 
 # ---------------------------------------------------------------------------- stopping rules (pure)
@@ -235,7 +235,7 @@ def train_expert(
     else:
         saved, slots, saved_obs = resumed
         obs[:] = saved_obs
-        _restore_learning(saved, sac, replay, rng)
+        restore_learning(saved, sac, replay, rng)
         meta = saved["meta"]
         returns, recent, step = list(meta["returns"]), list(meta["recent"]), int(meta["step"])
         curve = [(int(s), float(r)) for s, r in meta["curve"]]
@@ -315,14 +315,6 @@ def train_expert(
 # ---------------------------------------------------------------------------- checkpoints
 
 
-def _env_rng_state(env: gym.Env) -> dict[str, Any]:
-    return env.unwrapped.np_random.bit_generator.state
-
-
-def _json_array(obj: Any) -> np.ndarray:
-    return np.frombuffer(json.dumps(obj).encode("utf-8"), dtype=np.uint8)
-
-
 def _write_checkpoint(path: Path, key: dict[str, Any], step: int, sac: BatchedSAC, replay: BatchedReplay,
                       rng: np.random.Generator, slots: list[_Slot], obs: np.ndarray, returns: list[float],
                       recent: list[float], curve: Curve, task_curve: TaskCurve,
@@ -330,51 +322,28 @@ def _write_checkpoint(path: Path, key: dict[str, Any], step: int, sac: BatchedSA
     """Everything the rest of the training depends on, in one .npz (no pickle), written atomically."""
     meta = {
         "key": key, "step": step, "returns": returns, "recent": recent, "curve": curve, "task_curve": task_curve,
-        "rng": rng.bit_generator.state, "replay_rng": replay.rng.bit_generator.state,
-        "replay_ptr": replay.ptr, "replay_size": replay.size,
-        "slots": [{"param": s.param, "seed": s.seed, "env_rng": _env_rng_state(s.env)} for s in slots],
+        **learning_meta(replay, rng),
+        "slots": [{"param": s.param, "seed": s.seed, "env_rng": env_rng_state(s.env)} for s in slots],
     }
-    arrays: dict[str, np.ndarray] = {"meta": _json_array(meta),
-                                     "sac_generator": sac.generator.get_state().numpy()}
-    arrays.update({f"sac.{k}": v.numpy() for k, v in sac.state_dict().items()})
-    arrays.update({f"adam.{k}": v.numpy() for k, v in sac.optimizer_state_dict().items()})
-    arrays.update({f"replay.{f}": getattr(replay, f)[:, : replay.size] for f in _REPLAY_FIELDS})
+    arrays = learning_arrays(sac, replay)
     for i, s in enumerate(slots):
         arrays[f"slot{i}.obs"] = obs[i]
         arrays[f"slot{i}.actions"] = np.asarray(s.actions, dtype=np.float32).reshape(len(s.actions), sac.act_dim)
     for step_, weights in snapshots or ():  # the check snapshots so far, as `snap.<step>.<name>`
         arrays.update({f"snap.{step_}.{k}": v for k, v in weights.items()})
-    with atomic_file(path) as f:
-        np.savez(f, **arrays)
-
-
-def _read_checkpoint(checkpoint: ExpertCheckpoint | None, key: dict[str, Any]) -> dict[str, Any] | None:
-    """The saved training at `checkpoint.path` if it is this one (same `key`); else None, and why if a file was."""
-    if checkpoint is None or not checkpoint.path.exists():
-        return None
-    try:
-        with np.load(checkpoint.path, allow_pickle=False) as z:
-            saved = {name: z[name] for name in z.files}
-        saved["meta"] = json.loads(saved["meta"].tobytes().decode("utf-8"))
-    except (OSError, ValueError, KeyError, zipfile.BadZipFile) as e:
-        checkpoint.discarded = f"unreadable ({type(e).__name__})"
-        return None
-    if saved["meta"].get("key") != key:
-        checkpoint.discarded = "written by another recipe or code version"
-        return None
-    return saved
+    write_checkpoint(path, meta, arrays)
 
 
 def _resume(checkpoint: ExpertCheckpoint | None, key: dict[str, Any], family: Family,
             episode_length: int) -> tuple[dict[str, Any], list[_Slot], np.ndarray] | None:
     """(the saved state, its envs replayed, their observations) if `checkpoint` holds this training; else None
     (and why, if a file was)."""
-    saved = _read_checkpoint(checkpoint, key)
+    saved = read_checkpoint(checkpoint, key)
     if saved is None or checkpoint is None:
         return None
     replayed = _replay_envs(saved, family, episode_length)
     if replayed is None:
-        checkpoint.discarded = "an env did not replay to its saved state"
+        checkpoint.discarded = ENV_MOVED
         return None
     return saved, *replayed
 
@@ -387,15 +356,13 @@ def _replay_envs(saved: dict[str, Any], family: Family,
     observations = []
     for i, s in enumerate(saved["meta"]["slots"]):
         env = family.make(s["param"], max_episode_steps=episode_length)
-        o, _ = env.reset(seed=s["seed"])
         actions = saved[f"slot{i}.actions"]
-        for a in actions:
-            o, *_ = env.step(a)
+        o = replay_episode(env, actions, seed=s["seed"])
         feature = task_feature(family, s["param"])
         obs = with_task(o, feature)
         slots.append(_Slot(env, float(s["param"]), int(s["seed"]), feature, list(actions)))
         observations.append(obs)
-        if not np.array_equal(obs, saved[f"slot{i}.obs"]) or _env_rng_state(env) != s["env_rng"]:
+        if not np.array_equal(obs, saved[f"slot{i}.obs"]) or env_rng_state(env) != s["env_rng"]:
             for slot in slots:
                 slot.env.close()
             return None
@@ -410,17 +377,3 @@ def _saved_snapshots(saved: dict[str, Any]) -> Snapshots:
             step, key = name[5:].split(".", 1)
             by_step.setdefault(int(step), {})[key] = value
     return sorted(by_step.items())
-
-
-def _restore_learning(saved: dict[str, Any], sac: BatchedSAC, replay: BatchedReplay, rng: np.random.Generator) -> None:
-    """Put the saved weights, Adam state, replay buffer and RNG states into the fresh learner, buffer and RNG."""
-    meta = saved["meta"]
-    sac.load_state_dict({k[4:]: torch.from_numpy(v) for k, v in saved.items() if k.startswith("sac.")})
-    sac.load_optimizer_state_dict({k[5:]: torch.from_numpy(v) for k, v in saved.items() if k.startswith("adam.")})
-    sac.generator.set_state(torch.from_numpy(saved["sac_generator"]))
-    size = int(meta["replay_size"])
-    for f in _REPLAY_FIELDS:
-        getattr(replay, f)[:, :size] = saved[f"replay.{f}"]
-    replay.ptr, replay.size = int(meta["replay_ptr"]), size
-    replay.rng.bit_generator.state = meta["replay_rng"]
-    rng.bit_generator.state = meta["rng"]

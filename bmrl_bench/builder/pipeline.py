@@ -104,7 +104,8 @@ def _build_suite(name: str, force: bool, progress: ProgressFn | None, executor: 
     units: list[ShardUnit | ExpertUnit] = []
     if force or expert_files(card, root) is None:
         units.append(ExpertUnit(card, checkpoint=cache.expert_checkpoint()))  # first: usually the longest unit
-    units += [ShardUnit(card, s, tuple(shards[s])) for s in needed if not cache.has(s)]
+    units += [ShardUnit(card, s, tuple(shards[s]), checkpoint=cache.shard_checkpoint(s))
+              for s in needed if not cache.has(s)]
 
     def keep(i: int, result: Any) -> None:  # persist each unit as soon as it finishes
         unit = units[i]
@@ -114,6 +115,7 @@ def _build_suite(name: str, force: bool, progress: ProgressFn | None, executor: 
             seconds["expert"] = result.seconds
         else:
             cache.save(unit.shard, result.tasks)
+            cache.shard_checkpoint(unit.shard).unlink(missing_ok=True)  # the cached shard supersedes it
             seconds["behaviour"] = seconds.get("behaviour", 0.0) + result.seconds
         report_.units_run.append(unit.label)
         return None

@@ -5,8 +5,9 @@ tasks trained as one batched SAC) and one per task's reference scores. Which tas
 share a shard is fixed by the card, never by the executor, so every executor writes
 the same bytes. A finished shard is kept in `<root>/.staging/units/` until its tasks
 are published, so an interrupted build resumes from the units that finished.
-The expert, the longest unit, also checkpoints itself there while it trains, so a
-killed or retried expert unit resumes from its last check instead of from scratch.
+The long units also checkpoint themselves there while they train, so a killed or
+retried unit resumes instead of starting over: the expert from its last check, a
+behaviour shard from its last checkpoint (every `CHECKPOINT_EVERY` steps per task).
 """
 from __future__ import annotations
 
@@ -26,10 +27,11 @@ from bmrl_bench.builder.expert import ExpertCheckpoint, ExpertTraining, Snapshot
 from bmrl_bench.builder.policies import expert_from_state, family_act_dim, family_obs_dim
 from bmrl_bench.builder.reference_scores import reference_returns
 from bmrl_bench.builder.task_data import TaskData
-from bmrl_bench.collect import collect_behaviour
+from bmrl_bench.collect import CHECKPOINT_EVERY, collect_behaviour
 from bmrl_bench.executor import report
 from bmrl_bench.families import get_family
 from bmrl_bench.fsutil import atomic_file
+from bmrl_bench.learners.checkpoint import Checkpoint
 from bmrl_bench.runtime import torch_threads
 from bmrl_bench.suites import SuiteCard
 
@@ -38,11 +40,14 @@ UNIT_FORMAT = 1  # bump when what a cached unit holds changes
 
 @dataclass(frozen=True)
 class ShardUnit:
-    """Train the behaviour SAC of tasks `tasks` (one shard of the card) online; return their data."""
+    """Train the behaviour SAC of tasks `tasks` (one shard of the card) online; return their data.
+    `checkpoint`: its resume file (a path stable across runs), written every `checkpoint_every` steps per task."""
 
     card: SuiteCard
     shard: int
     tasks: tuple[int, ...]
+    checkpoint: Path | None = None
+    checkpoint_every: int = CHECKPOINT_EVERY
 
     @property
     def label(self) -> str:
@@ -95,6 +100,12 @@ def _unit_progress(phase: str) -> Callable[[int, int, list[float]], None]:
     return cb
 
 
+def _resume_note(ckpt: Checkpoint, from_scratch: str) -> str:
+    """How a checkpointed unit ran: resumed (at which step) or from scratch, and why a checkpoint was discarded."""
+    said = from_scratch if ckpt.resumed_at is None else f"resumed at step {ckpt.resumed_at}"
+    return said + (f" (a checkpoint was discarded: {ckpt.discarded})" if ckpt.discarded else "")
+
+
 def run_build_unit(
     unit: ShardUnit | ExpertUnit | ReferenceUnit, shared: Any
 ) -> ShardResult | ExpertResult | dict[str, list[float]]:
@@ -105,8 +116,14 @@ def run_build_unit(
     with torch_threads(1):
         if isinstance(unit, ShardUnit):
             params = [card.task_param(i) for i in unit.tasks]
+            steps = card.behaviour.steps_per_task
+            on_saved = lambda step: report(step, steps, f"checkpoint at step {step}", phase="behaviour SAC")  # noqa: E731
+            shard_ckpt = None if unit.checkpoint is None else Checkpoint(unit.checkpoint, saved=on_saved)
             collections = collect_behaviour(family, params, card.episode_length, card.behaviour,
-                                            _unit_progress("behaviour SAC"))
+                                            _unit_progress("behaviour SAC"), checkpoint=shard_ckpt,
+                                            checkpoint_every=unit.checkpoint_every)
+            if shard_ckpt is not None:  # its file is deleted once the result is cached (`pipeline`)
+                report(steps, steps, _resume_note(shard_ckpt, "collected from scratch"), phase="behaviour SAC")
             return ShardResult([TaskData.from_collection(c) for c in collections], time.perf_counter() - t0)
         if isinstance(unit, ExpertUnit):
             all_params = card.train_tasks + card.test_tasks
@@ -118,8 +135,7 @@ def run_build_unit(
                                             _unit_progress("expert SAC"), train_params=card.train_tasks,
                                             checkpoint=ckpt, snapshots=snapshots)
             if ckpt is not None:
-                said = "trained from scratch" if ckpt.resumed_at is None else f"resumed at step {ckpt.resumed_at}"
-                said += f" (a checkpoint was discarded: {ckpt.discarded})" if ckpt.discarded else ""
+                said = _resume_note(ckpt, "trained from scratch")
                 report(training.steps, training.steps, f"{said}; {training.stop_reason}", phase="expert SAC")
                 ckpt.path.unlink(missing_ok=True)  # the expert's own files, saved next, supersede it
             state = {k: v.numpy() for k, v in expert.state_dict().items()}
@@ -137,21 +153,30 @@ class UnitCache:
     """Finished behaviour shards of one suite, kept until their tasks are published.
 
     `<root>/.staging/units/<suite>-v<version>/shard-<i>-<key>.npz`; the key hashes what
-    the shard's data depends on, so a changed card never reuses a stale shard. Files
-    appear by rename only: a reader never sees half of one.
+    the shard's data depends on, so a changed card never reuses a stale shard. A shard
+    still training checkpoints itself beside it (`shard-<i>-<key>.checkpoint.npz`, deleted
+    once the shard is saved), the expert in `expert-<key>.npz`. Files appear by rename
+    only: a reader never sees half of one.
     """
 
     def __init__(self, card: SuiteCard, root: Path) -> None:
         self.card = card
         self.dir = root / ".staging" / "units" / f"{card.name}-v{card.version}"
 
-    def path(self, shard: int) -> Path:
+    def _shard_name(self, shard: int) -> str:
         card = self.card
         tasks = card.shards()[shard]
         key = {"family": card.family, "episode_length": card.episode_length, "behaviour": card.behaviour.model_dump(),
                "params": [card.task_param(i) for i in tasks], "format": UNIT_FORMAT}
         digest = hashlib.sha256(json.dumps(key, sort_keys=True).encode()).hexdigest()[:16]
-        return self.dir / f"shard-{shard:03d}-{digest}.npz"
+        return f"shard-{shard:03d}-{digest}"
+
+    def path(self, shard: int) -> Path:
+        return self.dir / f"{self._shard_name(shard)}.npz"
+
+    def shard_checkpoint(self, shard: int) -> Path:
+        """Where shard `shard` checkpoints itself while it trains (keyed like its result)."""
+        return self.dir / f"{self._shard_name(shard)}.checkpoint.npz"
 
     def expert_checkpoint(self) -> Path:
         """Where the expert unit checkpoints itself; the key hashes what its training depends on."""
