@@ -195,6 +195,10 @@ def datasets_build(
         return
     phases = ", ".join(f"{k} {v:.0f}s" for k, v in report.seconds.items())
     console.print(f"{suite}: built {len(report.built)} {what} in {took:.0f}s ({phases}); {size} on disk.")
+    if tier == "replay" and "expert" not in report.units_run:  # references from an expert it did not train
+        from bmrl_bench.published import saved_expert_note
+
+        console.print(saved_expert_note(suite))
 
 
 @datasets_app.command("info")

@@ -40,6 +40,24 @@ def published_expert(card: SuiteCard) -> dict | None:
     return data.get("expert") if data.get("version") == card.version else None
 
 
+def saved_expert_note(name: str) -> str:
+    """One line on the saved expert a build used instead of training one: is it the published one?"""
+    from bmrl_bench.builder.policies import expert_dir, expert_record  # the builder pulls in torch and MuJoCo
+
+    card = get_card(name)
+    saved, published = expert_record(card, datasets_root()), published_expert(card)
+    if saved is None:
+        return ""
+    head = f"expert: reused the one saved at {expert_dir(card, datasets_root())} ({saved['steps']} env steps)"
+    if published is None:
+        return f"{head}; no published expert is on record for {name}"
+    if saved["weights_sha256"] == published["weights_sha256"]:
+        return f"{head}: the published expert (its weights' sha256 matches {published_path(card).name})"
+    return (f"{head}: NOT the published expert (weights sha256 {saved['weights_sha256'][:12]}, published "
+            f"{published['weights_sha256'][:12]}), so its references differ from the published ones; "
+            f"`bmrl-bench datasets build {name} --force` trains it again from the card")
+
+
 def read_published(card: SuiteCard, tier: str = DEFAULT_TIER) -> dict[str, dict]:
     """dataset_id -> {checksum, ref_min, ref_max, param, split} of the published build of `tier` (may be empty)."""
     path = published_path(card, tier)

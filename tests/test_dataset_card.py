@@ -287,3 +287,17 @@ def test_publish_records_the_expert_behind_the_references(tiny_suite: Path, card
     assert record == {"steps": config["training"]["steps"],
                       "weights_sha256": hashlib.sha256((d / "weights.safetensors").read_bytes()).hexdigest()}
     assert record["steps"] > 0 and len(record["weights_sha256"]) == 64
+
+
+def test_a_build_says_whether_the_saved_expert_is_the_published_one(tiny_suite: Path, cards: Path) -> None:
+    from bmrl_bench.published import published_path, saved_expert_note
+
+    assert "no published expert is on record for tiny-pointgoal" in saved_expert_note(TINY)
+    path = publish_local_build(TINY)
+    assert saved_expert_note(TINY).endswith(f"the published expert (its weights' sha256 matches {path.name})")
+    data = json.loads(path.read_text())
+    data["expert"]["weights_sha256"] = "0" * 64  # another expert was published
+    path.write_text(json.dumps(data))
+    note = saved_expert_note(TINY)
+    assert "NOT the published expert" in note and "published 000000000000" in note
+    assert published_path(get_card(TINY)) == path
