@@ -1,6 +1,6 @@
 """A behaviour shard killed mid-way resumes from its checkpoint and returns exactly what an uninterrupted one
-does (in this process, and in a build whose local worker is SIGKILLed); a checkpoint of another run, or one whose
-envs do not replay, is discarded, saying why."""
+does (in this process, in a build whose local worker is SIGKILLed, in a killed Ray worker); a checkpoint of
+another run, or one whose envs do not replay, is discarded, saying why."""
 from __future__ import annotations
 
 import dataclasses
@@ -13,11 +13,11 @@ from typing import Any
 import numpy as np
 import pytest
 
-from bmrl_bench.builder import UnitCache, build_suite
+from bmrl_bench.builder import UnitCache, build_suite, run_build_unit
 from bmrl_bench.builder.units import ShardUnit
 from bmrl_bench.collect import TaskCollection, collect_behaviour
 from bmrl_bench.data import read_metadata
-from bmrl_bench.executor import LocalExecutor, UnitEvent
+from bmrl_bench.executor import LocalExecutor, RayExecutor, UnitEvent
 from bmrl_bench.families import get_family
 from bmrl_bench.learners.checkpoint import ENV_MOVED, NOT_THIS_TRAINING, Checkpoint
 from bmrl_bench.runtime import torch_threads
@@ -157,3 +157,23 @@ def test_build_resumes_a_shard_killed_in_its_local_worker(_minari_root: Path, ti
         for key in ("bmrl_checksum", "ref_min_score", "ref_max_score"):
             assert mine[key] == theirs[key], key
 
+
+
+def test_shard_killed_in_a_ray_worker_resumes_from_its_checkpoint(ray_local: Any, tmp_path: Path) -> None:
+    card = get_card("tiny-shards")  # shard 1: tasks 2-3, 800 steps each
+    unit = ShardUnit(card, 1, tuple(card.shards()[1]))
+    [whole] = LocalExecutor(1).map(run_build_unit, [unit], name="shard")  # inline, no checkpoint
+    events: list[UnitEvent] = []
+    ckpt = tmp_path / "units" / "shard.npz"  # the same path on every attempt: Ray retries the unit here
+    marker = tmp_path / "killed"
+    # SIGKILLed at the first report past step 300: the one that the checkpoint at 400 is on disk.
+    ex = Wrapping(RayExecutor(progress=events.append), lambda fn: KillOnce(fn, str(marker), unit.label, 300))
+    [result] = ex.map(run_build_unit, [dataclasses.replace(unit, checkpoint=ckpt, checkpoint_every=200)], name="shard")
+    assert marker.exists()
+    assert [e.message for e in events if e.message.startswith("resumed at step")] == ["resumed at step 400"]
+    for mine, theirs in zip(result.tasks, whole.tasks, strict=True):
+        assert mine.param == theirs.param
+        for name in ("observations", "actions", "rewards", "terminations", "truncations", "lengths"):
+            assert np.array_equal(getattr(mine.episodes, name), getattr(theirs.episodes, name)), name
+        for k, v in theirs.actor_state.items():
+            assert np.array_equal(mine.actor_state[k], v), k
