@@ -18,7 +18,7 @@ import numpy as np
 
 from bmrl_bench.algorithms import ProbedFit, get_algorithm, load_algorithm, resolve_config
 from bmrl_bench.builder import ensure_built
-from bmrl_bench.data import Suite, load_suite
+from bmrl_bench.data import Suite, load_suite, read_episodes
 from bmrl_bench.errors import BmrlError
 from bmrl_bench.meta_data import meta_train_data, spec_of
 from bmrl_bench.protocols import episode_seed
@@ -153,9 +153,10 @@ def time_figure(suite_name: str, out_dir: Path, seed: int = 0, config_name: str 
         legend_cols = 2
     else:
         for t in suite.test_tasks:
-            meta = json.loads((suite.root / t.dataset_id / "data" / "metadata.json").read_text())
-            curve = np.asarray(meta["bmrl_behaviour_episode_returns"])
-            steps = np.cumsum([suite.card.episode_length] * len(curve))
+            # The SAC's episodes as stored, in order: Hopper's end early when it falls, so the steps are
+            # the episodes' own lengths, not the time limit.
+            episodes = read_episodes(t.dataset_id, suite.root)
+            curve, steps = episodes.episode_returns(), np.cumsum(episodes.lengths)
             line = ax.plot(steps, curve, alpha=0.7, label=f"SAC v={t.param:g}")
             ret = np.mean([rollout(suite, agent, t.param, episode_seed(seed, t.index, e))[1] for e in range(3)])
             ax.axhline(ret, linestyle="--", color=line[0].get_color(), label=f"tiMe v={t.param:g}")
