@@ -163,7 +163,27 @@ STALE_REFERENCES = ("stale reference scores: the card's expert recipe changed si
 # from before the rule was recorded were "learned"): a build recomputes the references as above.
 STALE_REFERENCE_RULE = ("stale reference scores: the family's ref_max rule changed since this dataset was built; "
                         "run the build again")
-REFERENCES_ONLY = (STALE_REFERENCES, STALE_REFERENCE_RULE)  # statuses a build fixes without collecting data
+# The data is intact but its references came from another expert than the one saved beside it (for
+# instance data from a mirror beside a newer expert): a build recomputes them with the saved one.
+STALE_EXPERT = ("stale reference scores: they came from another expert than the one saved in this suite's "
+                "policies folder; run the build again")
+# The statuses a build fixes without collecting data.
+REFERENCES_ONLY = (STALE_REFERENCES, STALE_REFERENCE_RULE, STALE_EXPERT)
+
+
+def expert_dir(card: SuiteCard, root: Path) -> Path:
+    """Where a build saves the suite's family-wide expert (`weights.safetensors`, `config.json`)."""
+    # Not hidden and without a `data/` folder, so Minari's listing walks past it.
+    return root / card.namespace() / f"policies-v{card.version}" / "expert"
+
+
+def _saved_expert_training(card: SuiteCard, root: Path) -> dict[str, Any] | None:
+    """How the saved expert's training ended (`config.json`'s `training`), if one from the card's recipe is saved."""
+    path = expert_dir(card, root) / "config.json"
+    if not path.exists():
+        return None
+    config = json.loads(path.read_text())
+    return config.get("training") if config.get("recipe") == card.expert.model_dump() else None
 
 
 # A tier dataset whose references are no longer its task's replay references: a tier build rewrites it.
@@ -190,6 +210,9 @@ def dataset_status(card: SuiteCard, index: int, root: Path, tier: str = DEFAULT_
         return STALE_REFERENCES
     if tier == DEFAULT_TIER and meta.get("bmrl_ref_max_rule", "learned") != get_family(card.family).ref_max_rule:
         return STALE_REFERENCE_RULE
+    saved = _saved_expert_training(card, root) if tier == DEFAULT_TIER else None
+    if saved is not None and {k: meta["bmrl_expert"].get(k) for k in saved} != saved:
+        return STALE_EXPERT
     if tier != DEFAULT_TIER and _replay_references_moved(card, index, root, meta):
         return STALE_TIER_REFERENCES
     return "ok"

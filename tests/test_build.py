@@ -206,3 +206,33 @@ def test_second_build_of_a_suite_waits_for_the_first(tiny_suite: Path) -> None:
     assert not second.is_alive()
     card = get_card(TINY)
     assert reports[0].built == [] and len(reports[0].skipped) == card.num_tasks  # the first one built it all
+
+
+def test_references_from_another_expert_than_the_saved_one_are_refreshed(tiny_suite: Path) -> None:
+    """Data beside a newer expert (say, a mirror's datasets and the published expert): the build recomputes the
+    references with the saved expert, trains nothing, and keeps the transitions."""
+    from safetensors.numpy import load_file, save_file
+
+    from bmrl_bench.builder.policies import expert_dir
+    from bmrl_bench.data import STALE_EXPERT, read_metadata
+
+    card = get_card(TINY)
+    before = [read_metadata(card.dataset_id(i)) for i in range(card.num_tasks)]
+    d = expert_dir(card, tiny_suite)
+    weights = load_file(str(d / "weights.safetensors"))
+    weights = {k: v + np.float32(0.05) if k.startswith("actor.") else v for k, v in weights.items()}
+    save_file(weights, str(d / "weights.safetensors"))
+    config = json.loads((d / "config.json").read_text())
+    config["training"]["steps"] += 1000  # the newer expert trained longer
+    (d / "config.json").write_text(json.dumps(config))
+
+    assert {row.status for row in verify_suite(TINY)} == {STALE_EXPERT}
+    report = build_suite(TINY)
+    assert report.units_run == []  # no expert trained, no behaviour shard collected
+    assert {row.status for row in verify_suite(TINY)} == {"ok"}
+    for old, i in zip(before, range(card.num_tasks)):
+        new = read_metadata(card.dataset_id(i))
+        assert new["bmrl_checksum"] == old["bmrl_checksum"]
+        assert new["bmrl_expert"]["steps"] == config["training"]["steps"] == old["bmrl_expert"]["steps"] + 1000
+        assert new["bmrl_reference_returns"]["random"] == old["bmrl_reference_returns"]["random"]
+        assert new["bmrl_reference_returns"]["expert"] != old["bmrl_reference_returns"]["expert"]

@@ -14,15 +14,10 @@ from typing import Any
 import numpy as np
 
 from bmrl_bench.builder.expert import ExpertTraining
-from bmrl_bench.data import datasets_root
+from bmrl_bench.data import datasets_root, expert_dir
 from bmrl_bench.families import Family
 from bmrl_bench.fsutil import atomic_dir
 from bmrl_bench.suites import SuiteCard
-
-
-def expert_dir(card: SuiteCard, root: Path) -> Path:
-    # Not hidden and without a `data/` folder, so Minari's listing walks past it.
-    return root / card.namespace() / f"policies-v{card.version}" / "expert"
 
 
 def family_obs_dim(family: Family) -> int:
