@@ -169,6 +169,7 @@ CONFIGS: dict[str, TiMeConfig] = {
     "halfcheetah-vel-lite-official-bcq": _LITE_MUJOCO,
     # Not re-measured (no hopper-vel-lite data with sound references yet, issue 13): official knobs.
     "hopper-vel-lite": _LITE_MUJOCO,
+    "hopper-vel-lite-official-bcq": _LITE_MUJOCO,
     # Appendix B, HalfCheetah: embedding 64, f 7x512, E 7x512 -> 64, P 1x64, Q_S 8x512, G_S 7x750, xi_S 7x400, batch 64.
     "halfcheetah-vel": TiMeConfig(
         phase1="bcq", phase1_hidden=(400, 300), phase1_steps=300_000, phase1_batch_size=100, phase2_steps=1_000_000,
