@@ -59,6 +59,21 @@ done
 bmrl-bench eval --algo time --suite halfcheetah-vel-lite --seeds 0-2 --checkpoints ckpt-hc/ --out results/
 python benchmarks/time_fidelity.py --suite halfcheetah-vel-lite --checkpoints ckpt-hc/ --seed 0 --episodes 3 --out docs/figures/
 bmrl-bench figures time --suite halfcheetah-vel-lite --checkpoint ckpt-hc/time-halfcheetah-vel-lite-seed0 --out docs/figures/
+python benchmarks/time_test_context.py --suite halfcheetah-vel-lite --entry time-58414763c55e94bb --contexts 0,1,5,20,50 \
+    --out docs/figures/time-test-context-halfcheetah-vel-lite.json
+
+# Issue 17 on hopper-vel-lite (docs/time-analysis.md, "hopper-vel-lite"): the teachers of the official
+# knobs, of official BCQ's rate, and of the halfcheetah-vel-lite knobs (their Q diverges here); then the
+# 5-seed entry with its checkpoints (verified), its fidelity report and its figure.
+python benchmarks/time_teachers.py --suite hopper-vel-lite --config hopper-vel-lite-official-bcq --steps 3000,15000 \
+    --out results/ablations/hopper-p1-official.json
+python benchmarks/time_teachers.py --suite hopper-vel-lite --config hopper-vel-lite-official-bcq --set phase1_lr=1e-3 \
+    --steps 3000,15000 --out results/ablations/hopper-p1-lr1e-3.json
+python benchmarks/time_teachers.py --suite hopper-vel-lite --config hopper-vel-lite-official-bcq $P1 --steps 15000 \
+    --out results/ablations/hopper-p1-hc-knobs.json
+bmrl-bench eval --algo time --suite hopper-vel-lite --seeds 0-4 --checkpoints ckpt-hop/ --out results/
+python benchmarks/time_fidelity.py --suite hopper-vel-lite --checkpoints ckpt-hop/ --seed 0 --episodes 3 --out docs/figures/
+bmrl-bench figures time --suite hopper-vel-lite --checkpoint ckpt-hop/time-hopper-vel-lite-seed0 --out docs/figures/
 
 # Issue 15: a cheaper pointgoal-3 default (docs/time-analysis.md, "A cheaper default"). Seeds 0-4, zero-shot.
 # The predictor path E/P is ~60% of a phase-2 step's FLOPs; phase 1's SAC is a third of the job.
