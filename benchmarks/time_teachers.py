@@ -143,7 +143,9 @@ def main() -> None:
     ap.add_argument("--out", type=Path, default=None)
     args = ap.parse_args()
 
-    torch.set_num_threads(int(os.environ.get("BMRL_BENCH_THREADS", "2")))
+    # One thread, as the harness runs each seed: with two of these scripts at 2 threads each on the
+    # 2-core machine, 3k hopper-vel-lite updates took 594 s, against about 2 min per seed in `eval`.
+    torch.set_num_threads(int(os.environ.get("BMRL_BENCH_THREADS", "1")))
     config_name = args.config or args.suite
     if config_name not in CONFIGS:
         raise SystemExit(f"--config {config_name!r}: unknown; tiMe's configs: {', '.join(CONFIGS)}")
