@@ -177,13 +177,14 @@ def expert_dir(card: SuiteCard, root: Path) -> Path:
     return root / card.namespace() / f"policies-v{card.version}" / "expert"
 
 
-def _saved_expert_training(card: SuiteCard, root: Path) -> dict[str, Any] | None:
-    """How the saved expert's training ended (`config.json`'s `training`), if one from the card's recipe is saved."""
-    path = expert_dir(card, root) / "config.json"
-    if not path.exists():
+def saved_expert_config(card: SuiteCard, root: Path) -> dict[str, Any] | None:
+    """The saved expert's `config.json` (dimensions, recipe, how its training ended), or None if no expert
+    trained from the card's recipe is saved (one from another recipe is retrained, never loaded)."""
+    d = expert_dir(card, root)
+    if not (d / "weights.safetensors").exists():
         return None
-    config = json.loads(path.read_text())
-    return config.get("training") if config.get("recipe") == card.expert.model_dump() else None
+    config = json.loads((d / "config.json").read_text())
+    return config if config.get("recipe") == card.expert.model_dump() else None
 
 
 # A tier dataset whose references are no longer its task's replay references: a tier build rewrites it.
@@ -210,8 +211,8 @@ def dataset_status(card: SuiteCard, index: int, root: Path, tier: str = DEFAULT_
         return STALE_REFERENCES
     if tier == DEFAULT_TIER and meta.get("bmrl_ref_max_rule", "learned") != get_family(card.family).ref_max_rule:
         return STALE_REFERENCE_RULE
-    saved = _saved_expert_training(card, root) if tier == DEFAULT_TIER else None
-    if saved is not None and {k: meta["bmrl_expert"].get(k) for k in saved} != saved:
+    saved = saved_expert_config(card, root) if tier == DEFAULT_TIER else None
+    if saved is not None and {k: meta["bmrl_expert"].get(k) for k in saved["training"]} != saved["training"]:
         return STALE_EXPERT
     if tier != DEFAULT_TIER and _replay_references_moved(card, index, root, meta):
         return STALE_TIER_REFERENCES

@@ -14,7 +14,7 @@ from typing import Any
 import numpy as np
 
 from bmrl_bench.builder.expert import ExpertTraining
-from bmrl_bench.data import datasets_root, expert_dir
+from bmrl_bench.data import datasets_root, expert_dir, saved_expert_config
 from bmrl_bench.families import Family
 from bmrl_bench.fsutil import atomic_dir
 from bmrl_bench.suites import SuiteCard
@@ -54,11 +54,10 @@ def expert_record(card: SuiteCard, root: Path) -> dict[str, Any] | None:
     it is the published one."""
     import hashlib
 
-    if expert_files(card, root) is None:
+    config = saved_expert_config(card, root)  # the config only: the weights are hashed, not loaded
+    if config is None:
         return None
-    d = expert_dir(card, root)
-    config = json.loads((d / "config.json").read_text())
-    digest = hashlib.sha256((d / "weights.safetensors").read_bytes()).hexdigest()
+    digest = hashlib.sha256((expert_dir(card, root) / "weights.safetensors").read_bytes()).hexdigest()
     return {"steps": int(config["training"]["steps"]), "weights_sha256": digest}
 
 
@@ -78,13 +77,10 @@ def expert_files(card: SuiteCard, root: Path) -> tuple[dict[str, np.ndarray], di
     """(weights, config) of the suite's expert, or None if none was saved from the card's recipe."""
     from safetensors.numpy import load_file
 
-    d = expert_dir(card, root)
-    if not (d / "weights.safetensors").exists():
+    config = saved_expert_config(card, root)
+    if config is None:
         return None
-    config = json.loads((d / "config.json").read_text())
-    if config.get("recipe") != card.expert.model_dump():  # trained from another recipe: retrain it
-        return None
-    return load_file(str(d / "weights.safetensors")), config
+    return load_file(str(expert_dir(card, root) / "weights.safetensors")), config
 
 
 def load_expert(card: SuiteCard, root: Path | None = None) -> object | None:
