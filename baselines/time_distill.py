@@ -34,6 +34,7 @@ from torch import nn
 
 from bmrl_bench.algorithms import EnvSpec, LogFn, MetaTrainData, ModuleAlgorithm, config_to_dict, null_log
 from bmrl_bench.config_checks import AT_LEAST_1, DISCOUNT, NON_NEGATIVE, POLYAK, POSITIVE, CheckedConfig
+from bmrl_bench.data import Batch
 from bmrl_bench.fsutil import atomic_write_bytes
 from bmrl_bench.learners import bcq as bcq_learner
 from bmrl_bench.learners import nn as nn_learner
@@ -81,6 +82,11 @@ class TiMeConfig(CheckedConfig):
     shared_context: bool = False
     """One context per task and minibatch, shared by all of that task's transitions in it (as the
     authors' follow-up code MBML does); off: each transition draws its own (the paper)."""
+    context_from: str = "task"
+    """Where a training context's transitions come from. task: anywhere in the task's data (the paper).
+    episode: an episode's prefix, the transitions from its start up to a random step, drawn uniformly
+    within it, as the zero-shot protocol's context is the episode so far: a context narrow in state
+    and velocity, whose ambiguous transitions the encoder must learn to pool (issue 17)."""
     q_at_candidates: bool = False
     """BCQ phase 1: Q_S is also fit at the teacher's candidate actions xi*(s, G*(s, z)), with the
     teacher's Q there as its target: at test Q_S ranks such candidates, not the data's actions."""
@@ -134,7 +140,7 @@ class TiMeConfig(CheckedConfig):
               "f_hidden": AT_LEAST_1, "e_hidden": AT_LEAST_1, "e_out": AT_LEAST_1, "p_hidden": AT_LEAST_1,
               "q_hidden": AT_LEAST_1, "g_hidden": AT_LEAST_1, "xi_hidden": AT_LEAST_1, "shooting_actions": AT_LEAST_1,
               "bcq_candidates": AT_LEAST_1, "lr": POSITIVE, "gamma": DISCOUNT, "log_every": AT_LEAST_1}
-    CHOICES = {"phase1": ("sac", "bcq")}
+    CHOICES = {"phase1": ("sac", "bcq"), "context_from": ("task", "episode")}
 
 
 # Sized for 2 CPU cores: phase-1 BCQ at 256-256 instead of 400-300 / 750-750 (about a quarter
@@ -154,10 +160,16 @@ _LITE_MUJOCO = TiMeConfig(
 # the paper's Adam 3e-4 and 3k steps G_S and xi_S regress the teachers' actions to about a third of
 # their variance and tiMe stands still whatever the teachers; Adam 1e-3 for 10k steps of 256
 # transitions (32 per task) distills them (the paper: 3e-4 for every network).
-_LITE_HALFCHEETAH = dataclasses.replace(
+_LITE_HALFCHEETAH_TASK_CONTEXT = dataclasses.replace(
     _LITE_MUJOCO, phase1_steps=15_000, phase1_lr=1e-3, phase1_tau=0.02, phase1_phi=0.5,
     phase2_steps=10_000, batch_size=256, lr=1e-3,
 )
+# Zero-shot, the context is the episode so far: transitions of one velocity, each ambiguous
+# (|v - v_target| fixes v_target only up to a side). Trained on single transitions drawn anywhere in
+# the task's data, the pooled embedding drifts towards the cheetah's own velocity and it runs too
+# slow (docs/time-analysis.md, "identification from the episode"); contexts of 4 transitions from an
+# episode's prefix teach the encoder to pool such contexts (the paper: 1 transition from anywhere).
+_LITE_HALFCHEETAH = dataclasses.replace(_LITE_HALFCHEETAH_TASK_CONTEXT, context_size=4, context_from="episode")
 CONFIGS: dict[str, TiMeConfig] = {
     # Appendix B, toy: Q_S 2x256, embedding 32, context 1, f 1x256, E 1x256 -> 256, P 1x256, 100 shots.
     # 30k distillation steps and a test context of the latest transition (training contexts are
@@ -166,6 +178,7 @@ CONFIGS: dict[str, TiMeConfig] = {
     "pointgoal": TiMeConfig(phase2_steps=30_000, test_context=1),
     "paper-toy": TiMeConfig(),
     "halfcheetah-vel-lite": _LITE_HALFCHEETAH,
+    "halfcheetah-vel-lite-task-context": _LITE_HALFCHEETAH_TASK_CONTEXT,  # the config before episode contexts
     "halfcheetah-vel-lite-official-bcq": _LITE_MUJOCO,
     # Not re-measured (no hopper-vel-lite data with sound references yet, issue 13): official knobs.
     "hopper-vel-lite": _LITE_MUJOCO,
@@ -257,6 +270,17 @@ def phase1_code_version(phase1: str) -> str:
     modules: list[ModuleType] = [learner, nn_learner, optim, sampling]
     digest = hashlib.sha256(b"".join(Path(m.__file__).read_bytes() for m in modules)).hexdigest()[:16]
     return f"{PHASE1_VERSION}-{digest}"
+
+
+def episode_starts(batch: Batch) -> np.ndarray:
+    """(N,) int64: for each transition, in `TaskSampler`'s order (sorted by task, stable), the row of
+    its episode's first transition. Episodes end at a termination or a timeout, and at a task's end."""
+    order = np.argsort(batch.task_index, kind="stable")
+    ends = (batch.terminals[order] > 0) | (batch.timeouts[order] > 0)
+    task = batch.task_index[order]
+    first = np.ones(len(order), bool)
+    first[1:] = ends[:-1] | (task[1:] != task[:-1])
+    return np.maximum.accumulate(np.where(first, np.arange(len(order)), 0))
 
 
 @torch.no_grad()
@@ -427,7 +451,7 @@ class TiMe(ModuleAlgorithm):
         m = max(1, c.batch_size // k)
         b = sampler.gather(sampler.indices((m,), gen))  # (K, m, ...)
         # same task as the transition; with shared_context one draw per task, broadcast over its m rows
-        ctx = sampler.gather(sampler.indices((1 if c.shared_context else m, c.context_size), gen))
+        ctx = sampler.gather(self.context_indices(sampler, 1 if c.shared_context else m, gen))
         s, a = b["observations"], b["actions"]
         q_target = b["q_target"]  # (K, m): task k's own Q*_k, fixed since phase 1 ended
         with torch.no_grad():
@@ -461,6 +485,16 @@ class TiMe(ModuleAlgorithm):
                 loss = loss + scale * term
         return loss, {f"loss_{n}": t.detach() for n, t in terms.items()}
 
+    def context_indices(self, sampler: TaskSampler, draws: int, gen: torch.Generator) -> torch.Tensor:
+        """(K, draws, context_size) rows of training contexts, each from one task (`context_from`)."""
+        c = self.config
+        if c.context_from == "task":
+            return sampler.indices((draws, c.context_size), gen)
+        end = sampler.indices((draws,), gen)  # the prefix's last step, uniform over the task's steps
+        start = self.episode_start[end]
+        u = torch.rand((sampler.k, draws, c.context_size), generator=gen, device=end.device)
+        return start.unsqueeze(-1) + (u * (end - start + 1).unsqueeze(-1)).long()
+
     def phase2_generator(self) -> torch.Generator:
         """The random stream of phase 2 (minibatches, contexts, BCQ latents)."""
         return torch.Generator(device=self.device).manual_seed(self.seed + 1)
@@ -476,6 +510,7 @@ class TiMe(ModuleAlgorithm):
 
     def fit(self, data: MetaTrainData, log: LogFn = null_log) -> None:
         sampler = TaskSampler(data.batch, data.num_tasks, self.device)
+        self.episode_start = torch.as_tensor(episode_starts(data.batch), device=self.device)
         if self.config.normalize_context:
             t = sampler.t
             ctx = transitions(t["observations"], t["actions"], t["rewards"], t["next_observations"])
@@ -503,6 +538,7 @@ class TiMe(ModuleAlgorithm):
         learner = self._phase1_learner(data.num_tasks)
         sampler1, gen1 = TaskSampler(data.batch, data.num_tasks, self.device), self.phase1_generator()
         sampler2 = TaskSampler(data.batch, data.num_tasks, self.device)
+        self.episode_start = torch.as_tensor(episode_starts(data.batch), device=self.device)
         sampler2.t["q_target"] = own_q_values(learner, sampler2)
         if self.config.phase1 == "bcq" and self.config.distill_actions:
             sampler2.t["teacher_action"] = own_actions(learner, sampler2)

@@ -148,3 +148,34 @@ def test_distill_actions_regresses_pi_onto_each_tasks_own_teacher_action() -> No
     agent = algo.make_agent()  # acts with pi_S: deterministic, the same action twice
     obs = np.zeros(3, np.float32)
     assert np.array_equal(agent.act(obs), agent.act(obs)) and k == 3
+
+def test_episode_starts_follow_terminations_timeouts_and_tasks() -> None:
+    from baselines.time_distill import episode_starts
+
+    batch = _batch([5, 4])
+    batch.task_index[:] = np.array([0, 0, 0, 0, 0, 1, 1, 1, 1])  # already sorted: rows keep their places
+    batch.timeouts[2] = 1.0  # task 0: episode 0-2 cut by its time limit, then 3-4 (ends with the task)
+    batch.terminals[6] = 1.0  # task 1: episode 5-6 ends in a termination, then 7-8
+    assert episode_starts(batch).tolist() == [0, 0, 0, 3, 3, 5, 5, 7, 7]
+
+
+def test_episode_contexts_are_drawn_from_one_episode_prefix() -> None:
+    from baselines.time_distill import episode_starts
+
+    algo, sampler, _ = _bcq_algo(context_from="episode", context_size=5)
+    batch = _batch([6, 6, 6])
+    batch.timeouts[:] = 0.0
+    order = np.argsort(batch.task_index, kind="stable")
+    batch.timeouts[order[[2, 8, 14]]] = 1.0  # every task: episodes of 3 rows, then 3 more
+    algo.episode_start = torch.as_tensor(episode_starts(batch))
+    idx = algo.context_indices(sampler, 200, torch.Generator().manual_seed(0))  # (K, 200, 5)
+    assert idx.shape == (3, 200, 5)
+    episode = idx // 3  # rows 3e..3e+2 form episode e; task k owns episodes 2k and 2k+1
+    assert (episode == episode[..., :1]).all()  # one episode per context
+    assert ((episode[..., 0] // 2) == torch.arange(3).unsqueeze(-1)).all()  # from its own task
+    # an episode's first step appears in every prefix; its last only in prefixes that reach it
+    first = (idx % 3 == 0).float().mean()
+    last = (idx % 3 == 2).float().mean()
+    assert float(first) > 0.5 > float(last) > 0.05
+    task_ctx = _bcq_algo(context_size=5)[0].context_indices(sampler, 200, torch.Generator().manual_seed(0))
+    assert abs(float((task_ctx % 3 == 0).float().mean()) - 1 / 3) < 0.05  # the paper's draw: uniform in the task
