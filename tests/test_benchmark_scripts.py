@@ -73,3 +73,20 @@ def test_time_teachers_writes_the_phase1_cache_entry_eval_would_train(tiny_suite
     (trained,) = (tmp_path / "eval-cache" / "phase1").glob("*/weights.safetensors")
     same = [p for p in scripted if p.parent.name == trained.parent.name]
     assert len(same) == 1 and same[0].read_bytes() == trained.read_bytes()
+
+
+def test_time_identification_plays_the_harness_first_zero_shot_episode(tiny_suite: Path, tmp_path: Path,
+                                                                      monkeypatch: pytest.MonkeyPatch) -> None:
+    small = {"phase1_steps": 20, "phase2_steps": 20, "phase1_hidden": (16, 16), "q_hidden": (16, 16)}
+    run = evaluate("time", TINY, seeds=[0], overrides=small, out_dir=None, checkpoint_dir=tmp_path / "ckpt",
+                   episodes=1)
+    first = {row.task_index: row.episode_returns[0] for row in parse_results(run.results, "eval").returns}
+    _run("time_identification", ["--suite", TINY, "--checkpoints", str(tmp_path / "ckpt"),
+                                 "--out", str(tmp_path / "ident.json")], monkeypatch)
+    report = json.loads((tmp_path / "ident.json").read_text())
+    suite = load_suite(TINY)
+    assert [row["param"] for row in report["tasks"]] == [t.param for t in suite.test_tasks]
+    for task, row in zip(suite.test_tasks, report["tasks"]):
+        assert row["zero_shot"]["return"] == pytest.approx(first[task.index], abs=0.01)  # the harness's episode
+        assert all(np.isfinite(w["read_out"]) for w in row["zero_shot"]["windows"])
+    assert report["read_out_fit_rmse"] >= 0
