@@ -45,7 +45,8 @@ for v in "" "--set phase1_lr=0.001" "--set phase1_tau=0.02" "--set phase1_phi=0.
       --steps 5000,10000,15000,20000 --episodes 2 --out "results/ablations/p1-$(echo "$v" | tr -d ' -' | tr '=' '_').json"
 done
 
-# Issue 17: phase 2 on seed 0's fixed teachers (docs/time-analysis.md), then the config's entry (verified).
+# Issue 17: phase 2 on seed 0's fixed teachers (docs/time-analysis.md), on the config before episode contexts
+# (halfcheetah-vel-lite-task-context), then the training contexts (session 10), then the config's entry (verified).
 for v in "--set phase2_steps=3000 --set batch_size=64 --set lr=0.0003" "--set phase2_steps=3000 --set batch_size=64 --set lr=0.0003 --set q_at_candidates=true" \
          "--set phase2_steps=3000 --set batch_size=64 --set lr=0.0003 --set shared_context=true --set context_size=64" \
          "--set phase2_steps=3000 --set batch_size=64 --set lr=0.0003 --set normalize_context=true" \
@@ -54,12 +55,26 @@ for v in "--set phase2_steps=3000 --set batch_size=64 --set lr=0.0003" "--set ph
          "--set phase2_steps=3000 --set batch_size=64 --set lr=0.0003 --set distill_actions=true" \
          "--set batch_size=64 --set lr=0.0003 --set distill_actions=true" "--set phase2_steps=30000 --set distill_actions=true"; do
   # shellcheck disable=SC2086
-  bmrl-bench eval --algo time --suite halfcheetah-vel-lite --seeds 0 $v --out results/ablations/
+  bmrl-bench eval --algo time --suite halfcheetah-vel-lite --seeds 0 --config halfcheetah-vel-lite-task-context $v \
+      --out results/ablations/
 done
-bmrl-bench eval --algo time --suite halfcheetah-vel-lite --seeds 0-2 --checkpoints ckpt-hc/ --out results/
+for v in "--set shared_context=true --set context_size=64" \
+         "--set shared_context=true --set context_size=64 --set context_from=episode" \
+         "--set context_size=4 --set context_from=episode"; do  # the last is the config halfcheetah-vel-lite
+  # shellcheck disable=SC2086
+  bmrl-bench eval --algo time --suite halfcheetah-vel-lite --seeds 0 --config halfcheetah-vel-lite-task-context $v \
+      --out results/ablations/
+done
+bmrl-bench eval --algo time --suite halfcheetah-vel-lite --seeds 0 --config halfcheetah-vel-lite-task-context \
+    --checkpoints ckpt-hc-task-context/ --out results/ablations/
+bmrl-bench eval --algo time --suite halfcheetah-vel-lite --seeds 0-4 --checkpoints ckpt-hc/ --out results/
 python benchmarks/time_fidelity.py --suite halfcheetah-vel-lite --checkpoints ckpt-hc/ --seed 0 --episodes 3 --out docs/figures/
+python benchmarks/time_identification.py --suite halfcheetah-vel-lite --checkpoints ckpt-hc/ --seed 0 \
+    --out docs/figures/time-identification-halfcheetah-vel-lite.json
+python benchmarks/time_identification.py --suite halfcheetah-vel-lite --checkpoints ckpt-hc-task-context/ --seed 0 \
+    --out docs/figures/time-identification-halfcheetah-vel-lite-task-context.json
 bmrl-bench figures time --suite halfcheetah-vel-lite --checkpoint ckpt-hc/time-halfcheetah-vel-lite-seed0 --out docs/figures/
-python benchmarks/time_test_context.py --suite halfcheetah-vel-lite --entry time-58414763c55e94bb --contexts 0,1,5,20,50 \
+python benchmarks/time_test_context.py --suite halfcheetah-vel-lite --entry time-111061056a7e07b0 --contexts 0,1,5,20,50 \
     --out docs/figures/time-test-context-halfcheetah-vel-lite.json
 
 # Issue 17 on hopper-vel-lite (docs/time-analysis.md, "hopper-vel-lite"): the teachers of the official
