@@ -86,7 +86,8 @@ class TiMeConfig(CheckedConfig):
     """Where a training context's transitions come from. task: anywhere in the task's data (the paper).
     episode: an episode's prefix, the transitions from its start up to a random step, drawn uniformly
     within it, as the zero-shot protocol's context is the episode so far: a context narrow in state
-    and velocity, whose ambiguous transitions the encoder must learn to pool (issue 17)."""
+    and velocity, whose ambiguous transitions the encoder must learn to pool (issue 17). both: each
+    context one or the other, with equal odds (the offline-context protocol draws from anywhere)."""
     q_at_candidates: bool = False
     """BCQ phase 1: Q_S is also fit at the teacher's candidate actions xi*(s, G*(s, z)), with the
     teacher's Q there as its target: at test Q_S ranks such candidates, not the data's actions."""
@@ -140,7 +141,7 @@ class TiMeConfig(CheckedConfig):
               "f_hidden": AT_LEAST_1, "e_hidden": AT_LEAST_1, "e_out": AT_LEAST_1, "p_hidden": AT_LEAST_1,
               "q_hidden": AT_LEAST_1, "g_hidden": AT_LEAST_1, "xi_hidden": AT_LEAST_1, "shooting_actions": AT_LEAST_1,
               "bcq_candidates": AT_LEAST_1, "lr": POSITIVE, "gamma": DISCOUNT, "log_every": AT_LEAST_1}
-    CHOICES = {"phase1": ("sac", "bcq"), "context_from": ("task", "episode")}
+    CHOICES = {"phase1": ("sac", "bcq"), "context_from": ("task", "episode", "both")}
 
 
 # Sized for 2 CPU cores: phase-1 BCQ at 256-256 instead of 400-300 / 750-750 (about a quarter
@@ -495,7 +496,12 @@ class TiMe(ModuleAlgorithm):
         end = sampler.indices((draws,), gen)  # the prefix's last step, uniform over the task's steps
         start = self.episode_start[end]
         u = torch.rand((sampler.k, draws, c.context_size), generator=gen, device=end.device)
-        return start.unsqueeze(-1) + (u * (end - start + 1).unsqueeze(-1)).long()
+        prefix = start.unsqueeze(-1) + (u * (end - start + 1).unsqueeze(-1)).long()
+        if c.context_from == "episode":
+            return prefix
+        anywhere = sampler.indices((draws, c.context_size), gen)
+        coin = torch.rand((sampler.k, draws, 1), generator=gen, device=end.device) < 0.5
+        return torch.where(coin, prefix, anywhere)
 
     def phase2_generator(self) -> torch.Generator:
         """The random stream of phase 2 (minibatches, contexts, BCQ latents)."""

@@ -179,3 +179,19 @@ def test_episode_contexts_are_drawn_from_one_episode_prefix() -> None:
     assert float(first) > 0.5 > float(last) > 0.05
     task_ctx = _bcq_algo(context_size=5)[0].context_indices(sampler, 200, torch.Generator().manual_seed(0))
     assert abs(float((task_ctx % 3 == 0).float().mean()) - 1 / 3) < 0.05  # the paper's draw: uniform in the task
+
+
+def test_both_contexts_mix_episode_prefixes_and_draws_from_anywhere() -> None:
+    from baselines.time_distill import episode_starts
+
+    algo, sampler, _ = _bcq_algo(context_from="both", context_size=5)
+    batch = _batch([6, 6, 6])
+    batch.timeouts[:] = 0.0
+    order = np.argsort(batch.task_index, kind="stable")
+    batch.timeouts[order[[2, 8, 14]]] = 1.0
+    algo.episode_start = torch.as_tensor(episode_starts(batch))
+    idx = algo.context_indices(sampler, 400, torch.Generator().manual_seed(0))
+    assert ((idx // 6) == torch.arange(3).view(3, 1, 1)).all()  # every row in its own task
+    one_episode = ((idx // 3) == (idx[..., :1] // 3)).all(-1).float().mean()
+    # prefixes always lie in one episode; five draws from anywhere do with odds 2 * (1/2)^5
+    assert 0.45 < float(one_episode) < 0.6
