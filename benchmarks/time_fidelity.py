@@ -49,9 +49,10 @@ import torch
 from baselines.time_distill import TiMe
 from bmrl_bench.algorithms import Agent, ContextFreeAgent
 from bmrl_bench.data import Batch, Suite, TaskInfo, load_suite, read_episodes
+from bmrl_bench.errors import CheckpointError
 from bmrl_bench.families import PointGoalEnv
 from bmrl_bench.fsutil import atomic_write_bytes, atomic_write_text
-from bmrl_bench.harness import checkpoint_name, meta_train_data
+from bmrl_bench.harness import checkpoint_of, meta_train_data
 from bmrl_bench.metrics import normalize
 from bmrl_bench.protocols import PROTOCOLS, episode_seed, run_episode
 
@@ -343,10 +344,10 @@ def main() -> None:
 
     torch.set_num_threads(int(os.environ.get("BMRL_BENCH_THREADS", "1")))
     suite = load_suite(args.suite)
-    run = args.checkpoints / checkpoint_name(TiMe.name, suite.name, args.seed)
-    if not run.is_dir():
-        raise SystemExit(f"error: no checkpoint {run}; run `bmrl-bench eval --algo time --suite {suite.name} "
-                         f"--seeds {args.seed} --checkpoints {args.checkpoints}` first")
+    try:
+        run = checkpoint_of(args.checkpoints, TiMe.name, suite.name, args.seed)
+    except CheckpointError as e:
+        raise SystemExit(f"error: {e}") from None
     algo = TiMe.load(run)
     data = meta_train_data(suite)
     learner = algo.load_phase1(data, args.teachers)

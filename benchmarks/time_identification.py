@@ -30,8 +30,9 @@ import torch
 
 from baselines.time_distill import TiMe
 from bmrl_bench.data import Batch, load_suite
+from bmrl_bench.errors import CheckpointError
 from bmrl_bench.fsutil import atomic_write_text
-from bmrl_bench.harness import checkpoint_name
+from bmrl_bench.harness import checkpoint_of
 from bmrl_bench.learners.sampling import transitions
 from bmrl_bench.protocols import episode_seed
 
@@ -96,10 +97,10 @@ def main() -> None:
 
     torch.set_num_threads(int(os.environ.get("BMRL_BENCH_THREADS", "1")))
     suite = load_suite(args.suite)
-    run = args.checkpoints / checkpoint_name(TiMe.name, suite.name, args.seed)
-    if not run.is_dir():
-        raise SystemExit(f"error: no checkpoint {run}; run `bmrl-bench eval --algo time --suite {suite.name} "
-                         f"--seeds {args.seed} --checkpoints {args.checkpoints}` first")
+    try:
+        run = checkpoint_of(args.checkpoints, TiMe.name, suite.name, args.seed)
+    except CheckpointError as e:
+        raise SystemExit(f"error: {e}") from None
     algo = TiMe.load(run)
     rng = np.random.default_rng(0)
     readout, rmse = fit_readout(algo, suite, rng)

@@ -35,6 +35,7 @@ from bmrl_bench.algorithms import (
 )
 from bmrl_bench.builder import ensure_built
 from bmrl_bench.data import Batch, Suite, load_suite
+from bmrl_bench.errors import CheckpointError
 from bmrl_bench.executor import Executor, LocalExecutor, ProgressFn, Resources, report
 from bmrl_bench.meta_data import meta_train_data, spec_of  # noqa: F401 - re-exported: callers imported them from here
 from bmrl_bench.protocols import DEFAULT_PROTOCOL, EvalProtocol, episode_seed, get_protocol
@@ -304,6 +305,16 @@ def per_task_table(results: dict[str, Any], suite: Suite) -> list[dict[str, Any]
 def checkpoint_name(algorithm: str, suite: str, seed: int) -> str:
     """The folder `evaluate(checkpoint_dir=DIR)` saves a seed's algorithm in: DIR/<this>."""
     return f"{algorithm}-{suite}-seed{seed}"
+
+
+def checkpoint_of(checkpoints_dir: Path, algorithm: str, suite: str, seed: int) -> Path:
+    """A seed's folder under `eval --checkpoints checkpoints_dir`; when missing, `CheckpointError` says how
+    to make it."""
+    path = Path(checkpoints_dir) / checkpoint_name(algorithm, suite, seed)
+    if not path.is_dir():
+        raise CheckpointError(f"no checkpoint {path}; run `bmrl-bench eval --algo {algorithm} --suite {suite} "
+                              f"--seeds {seed} --checkpoints {checkpoints_dir}` first")
+    return path
 
 
 def score_seed(algo: Any, seed: int, ctx: RunContext) -> list[dict[str, Any]]:

@@ -115,3 +115,13 @@ def test_reference_rows(tiny_suite: Path, tmp_path: Path) -> None:
     assert test.ref_max == pointgoal_optimal_return(test.param, suite.card.episode_length) > oracle_mean
     random_mean = np.mean([r.episode_returns for r in rnd.returns])
     assert abs(random_mean - test.ref_min) < 0.25 * (learned["return"] - test.ref_min) + 20
+
+
+def test_checkpoint_of_names_the_seed_folder_or_the_command_that_makes_it(tmp_path: Path) -> None:
+    from bmrl_bench.errors import CheckpointError
+    from bmrl_bench.harness import checkpoint_of
+
+    with pytest.raises(CheckpointError, match="run `bmrl-bench eval --algo time --suite s --seeds 3 --checkpoints"):
+        checkpoint_of(tmp_path, "time", "s", 3)
+    (tmp_path / "time-s-seed3").mkdir()
+    assert checkpoint_of(tmp_path, "time", "s", 3) == tmp_path / "time-s-seed3"
