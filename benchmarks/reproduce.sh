@@ -73,6 +73,8 @@ python benchmarks/time_identification.py --suite halfcheetah-vel-lite --checkpoi
     --out docs/figures/time-identification-halfcheetah-vel-lite.json
 python benchmarks/time_identification.py --suite halfcheetah-vel-lite --checkpoints ckpt-hc-task-context/ --seed 0 \
     --out docs/figures/time-identification-halfcheetah-vel-lite-task-context.json
+python benchmarks/time_candidates.py --suite halfcheetah-vel-lite --checkpoints ckpt-hc/ --seed 0 \
+    --out docs/figures/time-candidates-halfcheetah-vel-lite.json
 bmrl-bench figures time --suite halfcheetah-vel-lite --checkpoint ckpt-hc/time-halfcheetah-vel-lite-seed0 --out docs/figures/
 python benchmarks/time_test_context.py --suite halfcheetah-vel-lite --entry time-111061056a7e07b0 --contexts 0,1,5,20,50 \
     --out docs/figures/time-test-context-halfcheetah-vel-lite.json

@@ -90,3 +90,27 @@ def test_time_identification_plays_the_harness_first_zero_shot_episode(tiny_suit
         assert row["zero_shot"]["return"] == pytest.approx(first[task.index], abs=0.01)  # the harness's episode
         assert all(np.isfinite(w["read_out"]) for w in row["zero_shot"]["windows"])
     assert report["read_out_fit_rmse"] >= 0
+
+
+def test_time_candidates_scores_every_proposer_and_ranker(tiny_suite: Path, tmp_path: Path,
+                                                         monkeypatch: pytest.MonkeyPatch) -> None:
+    small = {"phase1": "bcq", "phase1_steps": 10, "phase2_steps": 10, "phase1_hidden": (16, 16),
+             "phase1_vae_hidden": (16, 16), "q_hidden": (16, 16), "g_hidden": (16,), "xi_hidden": (16,)}
+    evaluate("time", TINY, seeds=[0], overrides=small, out_dir=None, checkpoint_dir=tmp_path / "ckpt", episodes=1)
+    args = ["--suite", TINY, "--checkpoints", str(tmp_path / "ckpt"), "--tasks", "0", "--episodes", "1"]
+    _run("time_candidates", [*args, "--out", str(tmp_path / "a.json")], monkeypatch)
+    _run("time_candidates", [*args, "--out", str(tmp_path / "b.json")], monkeypatch)
+    report = json.loads((tmp_path / "a.json").read_text())
+    (row,) = report["tasks"]
+    assert row["param"] == load_suite(TINY).train_tasks[0].param
+    assert set(row["scores"]) == {f"{p} proposes, {r} ranks" for p in ("time", "teacher") for r in ("time", "teacher")}
+    assert all(np.isfinite(v) for v in row["scores"].values())
+    assert report == json.loads((tmp_path / "b.json").read_text())  # episode seeds and draws are fixed
+
+
+def test_time_candidates_refuses_a_sac_phase1(tiny_suite: Path, tmp_path: Path,
+                                              monkeypatch: pytest.MonkeyPatch) -> None:
+    small = {"phase1_steps": 5, "phase2_steps": 5, "phase1_hidden": (16, 16), "q_hidden": (16, 16)}
+    evaluate("time", TINY, seeds=[0], overrides=small, out_dir=None, checkpoint_dir=tmp_path / "ckpt", episodes=1)
+    with pytest.raises(SystemExit, match="candidates exist for bcq only"):
+        _run("time_candidates", ["--suite", TINY, "--checkpoints", str(tmp_path / "ckpt")], monkeypatch)

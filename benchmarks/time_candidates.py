@@ -1,0 +1,129 @@
+"""Who proposes, who ranks: tiMe's BCQ candidates against its teacher's, on the teacher's own train task.
+
+    bmrl-bench eval --algo time --suite halfcheetah-vel-lite --seeds 0 --checkpoints ckpt/
+    python benchmarks/time_candidates.py --suite halfcheetah-vel-lite --checkpoints ckpt/ --seed 0 --tasks 1,2,6
+
+A BCQ-phase-1 tiMe acts by proposing `bcq_candidates` actions (G_S, then xi_S) and taking the one
+Q_S ranks best; its teacher does the same with G*, xi* and Q1*. On each chosen train task, with the
+embedding of an offline context from the task's own data (200 transitions, as the offline-context
+protocol draws them), four policies play `--episodes` episodes (the harness's episode seeds):
+tiMe's candidates ranked by Q_S (tiMe itself), by the teacher's Q1, the teacher's candidates ranked
+by Q_S, and by the teacher's Q1 (the teacher itself). Where tiMe falls short of its teacher, the
+row says whether the proposals or the ranking lose it. Prints and writes normalized scores as JSON.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from baselines.time_distill import TiMe
+from bmrl_bench.data import Suite, load_suite
+from bmrl_bench.errors import CheckpointError
+from bmrl_bench.fsutil import atomic_write_text
+from bmrl_bench.harness import checkpoint_of, meta_train_data
+from bmrl_bench.learners.sampling import transitions
+from bmrl_bench.metrics import normalize
+from bmrl_bench.protocols import PROTOCOLS, episode_seed
+
+SIDES = ("time", "teacher")
+
+
+class Mixed:
+    """Proposals from one side, ranking by the other; `member` is the task's teacher, `emb` tiMe's embedding."""
+
+    def __init__(self, algo: TiMe, learner: Any, member: int, emb: torch.Tensor, proposer: str, ranker: str) -> None:
+        self.algo, self.learner, self.member, self.emb = algo, learner, member, emb
+        self.proposer, self.ranker = proposer, ranker
+        self.gen = torch.Generator().manual_seed(algo.seed)
+
+    def _all_members(self, x: torch.Tensor) -> torch.Tensor:
+        return x.unsqueeze(0).expand(self.learner.num_members, *x.shape).contiguous()
+
+    @torch.no_grad()
+    def act(self, obs: np.ndarray) -> np.ndarray:
+        c, nets, n = self.algo.config, self.algo.nets, self.algo.config.bcq_candidates
+        s = torch.as_tensor(obs, dtype=torch.float32).expand(n, -1)
+        emb = self.emb.expand(n, -1)
+        if self.proposer == "time":
+            clip = c.phase1_latent_clip
+            z = torch.randn(n, self.algo.latent_dim, generator=self.gen).clamp(-clip, clip)
+            cand = nets.perturb(s, nets.generate(s, z, emb), emb, self.algo.phi)
+        else:
+            every = self._all_members(s)
+            cand = self.learner.perturb(every, self.learner.generate(every))[self.member].float()
+        if self.ranker == "time":
+            q = nets.q_value(s, cand, emb)
+        else:
+            q = self.learner.q_value(self._all_members(s), self._all_members(cand))[self.member]
+        return cand[q.argmax()].numpy()
+
+
+def swap_report(suite: Suite, algo: TiMe, learner: Any, tasks: list[int], episodes: int) -> dict[str, Any]:
+    """Normalized score of each (proposer, ranker) pair on each train task in `tasks` (indices into train_tasks)."""
+    n_context = int(PROTOCOLS["offline-context"].constants["context_transitions"])
+    rng = np.random.default_rng(episode_seed(algo.seed, 0, 997))
+    rows = []
+    for k in tasks:
+        task = suite.train_tasks[k]
+        batch = suite.train.task(task.index)
+        i = rng.integers(0, len(batch), size=n_context)
+        with torch.no_grad():
+            emb = algo.nets.f(transitions(*(torch.as_tensor(x[i]) for x in (
+                batch.observations, batch.actions, batch.rewards, batch.next_observations))))
+        cells = {}
+        for proposer in SIDES:
+            for ranker in SIDES:
+                agent = Mixed(algo, learner, k, emb, proposer, ranker)
+                returns = []
+                for e in range(episodes):
+                    env = suite.family.make(task.param, max_episode_steps=suite.card.episode_length)
+                    obs, _ = env.reset(seed=episode_seed(algo.seed, task.index, e))
+                    total, done = 0.0, False
+                    while not done:
+                        obs, reward, terminated, truncated, _ = env.step(agent.act(obs))
+                        total, done = total + float(reward), terminated or truncated
+                    env.close()
+                    returns.append(total)
+                cells[f"{proposer} proposes, {ranker} ranks"] = round(
+                    float(normalize(np.mean(returns), task.ref_min, task.ref_max)), 3)
+        rows.append({"param": task.param, "scores": cells})
+        print(f"train {task.param:g}: " + "  ".join(f"{name} {v:.3f}" for name, v in cells.items()), flush=True)
+    return {"suite": suite.name, "seed": algo.seed, "episodes": episodes, "tasks": rows}
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--suite", default="halfcheetah-vel-lite")
+    ap.add_argument("--checkpoints", type=Path, required=True, help="the --checkpoints folder of `eval --algo time`")
+    ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--tasks", default=None, help="comma-separated train-task positions (default: all)")
+    ap.add_argument("--episodes", type=int, default=3)
+    ap.add_argument("--out", type=Path, default=None, help="write the report as JSON here")
+    args = ap.parse_args()
+
+    torch.set_num_threads(int(os.environ.get("BMRL_BENCH_THREADS", "1")))
+    suite = load_suite(args.suite)
+    try:
+        algo = TiMe.load(checkpoint_of(args.checkpoints, TiMe.name, suite.name, args.seed))
+    except CheckpointError as e:
+        raise SystemExit(f"error: {e}") from None
+    if algo.config.phase1 != "bcq":
+        raise SystemExit(f"error: this tiMe has a {algo.config.phase1} phase 1; candidates exist for bcq only")
+    learner = algo.load_phase1(meta_train_data(suite))
+    if learner is None:
+        raise SystemExit("error: no phase-1 teachers in the cache; set BMRL_BENCH_CACHE as at training")
+    tasks = list(range(len(suite.train_tasks))) if args.tasks is None else [int(t) for t in args.tasks.split(",")]
+    report = swap_report(suite, algo, learner, tasks, args.episodes)
+    if args.out is not None:
+        atomic_write_text(args.out, json.dumps(report, indent=1))
+        print(f"wrote {args.out}")
+
+
+if __name__ == "__main__":
+    main()
