@@ -516,18 +516,30 @@ class TiMe(ModuleAlgorithm):
         fused_step(opt, params)
         return metrics
 
+    def prepare_phase2(self, data: MetaTrainData, sampler: TaskSampler, learner: Any) -> None:
+        """What phase 2 reads besides the data, computed once: each transition's fixed targets (its own
+        task's Q*, and the teacher's chosen action when `distill_actions`) and its episode's first row."""
+        sampler.t["q_target"] = own_q_values(learner, sampler)
+        if self.config.phase1 == "bcq" and self.config.distill_actions:
+            sampler.t["teacher_action"] = own_actions(learner, sampler)
+        self.episode_start = torch.as_tensor(episode_starts(data.batch), device=self.device)
+
+    def context_embedding(self, batch: Batch, rows: np.ndarray) -> torch.Tensor:
+        """The embedding (d,) of a context made of `batch`'s transitions `rows`, as the agent computes it
+        after observing them."""
+        with torch.no_grad():
+            return self.nets.f(transitions(*(torch.as_tensor(x[rows]) for x in (
+                batch.observations, batch.actions, batch.rewards, batch.next_observations))))
+
     def fit(self, data: MetaTrainData, log: LogFn = null_log) -> None:
         sampler = TaskSampler(data.batch, data.num_tasks, self.device)
-        self.episode_start = torch.as_tensor(episode_starts(data.batch), device=self.device)
         if self.config.normalize_context:
             t = sampler.t
             ctx = transitions(t["observations"], t["actions"], t["rewards"], t["next_observations"])
             self.nets.f.shift.copy_(ctx.mean(0))
             self.nets.f.scale.copy_(ctx.std(0).clamp_min(1e-3))
         learner = self.train_phase1(data, sampler, log)
-        sampler.t["q_target"] = own_q_values(learner, sampler)
-        if self.config.phase1 == "bcq" and self.config.distill_actions:
-            sampler.t["teacher_action"] = own_actions(learner, sampler)
+        self.prepare_phase2(data, sampler, learner)
         params = list(self.nets.parameters())
         opt = fused_adam(params, self.config.lr)
         gen = self.phase2_generator()
@@ -546,10 +558,7 @@ class TiMe(ModuleAlgorithm):
         learner = self._phase1_learner(data.num_tasks)
         sampler1, gen1 = TaskSampler(data.batch, data.num_tasks, self.device), self.phase1_generator()
         sampler2 = TaskSampler(data.batch, data.num_tasks, self.device)
-        self.episode_start = torch.as_tensor(episode_starts(data.batch), device=self.device)
-        sampler2.t["q_target"] = own_q_values(learner, sampler2)
-        if self.config.phase1 == "bcq" and self.config.distill_actions:
-            sampler2.t["teacher_action"] = own_actions(learner, sampler2)
+        self.prepare_phase2(data, sampler2, learner)
         params = list(self.nets.parameters())
         opt, gen2 = fused_adam(params, self.config.lr), self.phase2_generator()
         return {"phase 1": lambda: self.phase1_update(learner, sampler1, gen1),

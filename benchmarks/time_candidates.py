@@ -27,7 +27,6 @@ from bmrl_bench.data import Suite, load_suite
 from bmrl_bench.errors import CheckpointError
 from bmrl_bench.fsutil import atomic_write_text
 from bmrl_bench.harness import checkpoint_of, meta_train_data
-from bmrl_bench.learners.sampling import transitions
 from bmrl_bench.metrics import normalize
 from bmrl_bench.protocols import PROTOCOLS, episode_seed
 
@@ -72,10 +71,7 @@ def swap_report(suite: Suite, algo: TiMe, learner: Any, tasks: list[int], episod
     for k in tasks:
         task = suite.train_tasks[k]
         batch = suite.train.task(task.index)
-        i = rng.integers(0, len(batch), size=n_context)
-        with torch.no_grad():
-            emb = algo.nets.f(transitions(*(torch.as_tensor(x[i]) for x in (
-                batch.observations, batch.actions, batch.rewards, batch.next_observations))))
+        emb = algo.context_embedding(batch, rng.integers(0, len(batch), size=n_context))
         cells = {}
         for proposer in SIDES:
             for ranker in SIDES:

@@ -171,12 +171,8 @@ def play(suite: Suite, task: TaskInfo, make_agent: Callable[[], Agent], protocol
 
 def context_embedding(algo: TiMe, batch: Batch, rng: np.random.Generator) -> torch.Tensor:
     """tiMe's embedding after an offline context from `batch` (as the offline-context protocol draws it)."""
-    agent = algo.make_agent()
     n = int(PROTOCOLS["offline-context"].constants["context_transitions"])
-    for i in rng.integers(0, len(batch), size=n):
-        agent.observe(batch.observations[i], batch.actions[i], float(batch.rewards[i]), batch.next_observations[i],
-                      bool(batch.terminals[i]))
-    return agent.embedding
+    return algo.context_embedding(batch, rng.integers(0, len(batch), size=n))
 
 
 @torch.no_grad()

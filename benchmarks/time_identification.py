@@ -33,19 +33,14 @@ from bmrl_bench.data import Batch, load_suite
 from bmrl_bench.errors import CheckpointError
 from bmrl_bench.fsutil import atomic_write_text
 from bmrl_bench.harness import checkpoint_of
-from bmrl_bench.learners.sampling import transitions
 from bmrl_bench.protocols import episode_seed
 
 WINDOWS = ((0, 10), (10, 50), (50, 200), (200, 1000))
 
 
-@torch.no_grad()
 def embedding(algo: TiMe, batch: Batch, n: int, rng: np.random.Generator) -> np.ndarray:
-    """The embedding of `n` transitions drawn from `batch`, as the agent computes it after observing them."""
-    i = rng.integers(0, len(batch), size=n)
-    rows = transitions(*(torch.as_tensor(x[i]) for x in (batch.observations, batch.actions, batch.rewards,
-                                                           batch.next_observations)))
-    return algo.nets.f(rows).numpy()
+    """The embedding of `n` transitions drawn from `batch`."""
+    return algo.context_embedding(batch, rng.integers(0, len(batch), size=n)).numpy()
 
 
 def fit_readout(algo: TiMe, suite: Any, rng: np.random.Generator) -> tuple[np.ndarray, float]:

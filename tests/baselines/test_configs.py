@@ -42,6 +42,8 @@ def test_every_named_config_is_in_range_and_survives_json() -> None:
     ("time", {"phase2_steps": "abc"}, "TiMeConfig.phase2_steps = 'abc' has the wrong type: expected int"),
     ("time", {"phase2_steps": True}, "TiMeConfig.phase2_steps = True has the wrong type: expected int"),
     ("time", {"phase1": "ppo"}, "TiMeConfig.phase1 = 'ppo' is not a choice: allowed 'sac', 'bcq'"),
+    ("time", {"context_from": "prefix"},
+     "TiMeConfig.context_from = 'prefix' is not a choice: allowed 'task', 'episode', 'both'"),
     ("time", {"q_hidden": (64, 0)}, "TiMeConfig.q_hidden = (64, 0) is out of range: allowed >= 1 for each element"),
     ("time", {"q_hidden": 64}, "TiMeConfig.q_hidden = 64 has the wrong type: expected a tuple of int"),
     ("time", {"test_context": -1}, "TiMeConfig.test_context = -1 is out of range: allowed >= 0"),

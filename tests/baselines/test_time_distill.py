@@ -195,3 +195,14 @@ def test_both_contexts_mix_episode_prefixes_and_draws_from_anywhere() -> None:
     one_episode = ((idx // 3) == (idx[..., :1] // 3)).all(-1).float().mean()
     # prefixes always lie in one episode; five draws from anywhere do with odds 2 * (1/2)^5
     assert 0.45 < float(one_episode) < 0.6
+
+
+def test_context_embedding_is_the_agents_after_observing_those_transitions() -> None:
+    algo, _, _ = _bcq_algo()
+    batch = _batch([6, 6, 6], seed=3)
+    rows = np.array([4, 0, 17, 4, 9])
+    agent = algo.make_agent()
+    for i in rows:
+        agent.observe(batch.observations[i], batch.actions[i], float(batch.rewards[i]), batch.next_observations[i],
+                      False)
+    torch.testing.assert_close(algo.context_embedding(batch, rows), agent.embedding, rtol=0, atol=0)
