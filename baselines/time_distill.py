@@ -88,6 +88,11 @@ class TiMeConfig(CheckedConfig):
     within it, as the zero-shot protocol's context is the episode so far: a context narrow in state
     and velocity, whose ambiguous transitions the encoder must learn to pool (issue 17). both: each
     context one or the other, with equal odds (the offline-context protocol draws from anywhere)."""
+    xi_input: str = "teacher"
+    """BCQ phase 1: the decoded actions xi_S is trained to perturb; its target is always the teacher's
+    candidate xi*(s, G*(s, z)). teacher: G*(s, z) (the paper), while at test xi_S perturbs G_S's.
+    own: G_S(s, z) for the same z (no gradient into G_S), what xi_S perturbs at test, so it also
+    corrects G_S's error. joint: the same with the gradient into G_S (the candidate trained end to end)."""
     q_at_candidates: bool = False
     """BCQ phase 1: Q_S is also fit at the teacher's candidate actions xi*(s, G*(s, z)), with the
     teacher's Q there as its target: at test Q_S ranks such candidates, not the data's actions."""
@@ -141,7 +146,8 @@ class TiMeConfig(CheckedConfig):
               "f_hidden": AT_LEAST_1, "e_hidden": AT_LEAST_1, "e_out": AT_LEAST_1, "p_hidden": AT_LEAST_1,
               "q_hidden": AT_LEAST_1, "g_hidden": AT_LEAST_1, "xi_hidden": AT_LEAST_1, "shooting_actions": AT_LEAST_1,
               "bcq_candidates": AT_LEAST_1, "lr": POSITIVE, "gamma": DISCOUNT, "log_every": AT_LEAST_1}
-    CHOICES = {"phase1": ("sac", "bcq"), "context_from": ("task", "episode", "both")}
+    CHOICES = {"phase1": ("sac", "bcq"), "context_from": ("task", "episode", "both"),
+               "xi_input": ("teacher", "own", "joint")}
 
 
 # Sized for 2 CPU cores: phase-1 BCQ at 256-256 instead of 400-300 / 750-750 (about a quarter
@@ -473,8 +479,10 @@ class TiMe(ModuleAlgorithm):
             if c.predict_next_state:
                 terms["s_next"] = ((pred[..., 1:] - b["next_observations"]) ** 2).sum(-1).mean()
         if c.phase1 == "bcq":
-            terms["g"] = ((self.nets.generate(s, z, emb) - g_target) ** 2).sum(-1).mean()
-            terms["xi"] = ((self.nets.perturb(s, g_target, emb, self.phi) - xi_target) ** 2).sum(-1).mean()
+            g_student = self.nets.generate(s, z, emb)
+            terms["g"] = ((g_student - g_target) ** 2).sum(-1).mean()
+            decoded = {"teacher": g_target, "own": g_student.detach(), "joint": g_student}[c.xi_input]
+            terms["xi"] = ((self.nets.perturb(s, decoded, emb, self.phi) - xi_target) ** 2).sum(-1).mean()
             if c.distill_actions:
                 terms["pi"] = ((self.nets.action(s, emb) - b["teacher_action"]) ** 2).sum(-1).mean()
             if c.q_at_candidates:

@@ -6,10 +6,12 @@
 A BCQ-phase-1 tiMe acts by proposing `bcq_candidates` actions (G_S, then xi_S) and taking the one
 Q_S ranks best; its teacher does the same with G*, xi* and Q1*. On each chosen train task, with the
 embedding of an offline context from the task's own data (200 transitions, as the offline-context
-protocol draws them), four policies play `--episodes` episodes (the harness's episode seeds):
+protocol draws them), six policies play `--episodes` episodes (the harness's episode seeds):
 tiMe's candidates ranked by Q_S (tiMe itself), by the teacher's Q1, the teacher's candidates ranked
-by Q_S, and by the teacher's Q1 (the teacher itself). Where tiMe falls short of its teacher, the
-row says whether the proposals or the ranking lose it. Prints and writes normalized scores as JSON.
+by Q_S, and by the teacher's Q1 (the teacher itself); then, ranked by Q_S, G_S's decoded actions
+perturbed by the teacher's xi, and the teacher's G perturbed by xi_S. Both sides decode the same
+latents. Where tiMe falls short of its teacher, the row says whether the proposals or the ranking
+lose it, and which half of the proposal. Prints and writes normalized scores as JSON.
 """
 from __future__ import annotations
 
@@ -31,14 +33,26 @@ from bmrl_bench.metrics import normalize
 from bmrl_bench.protocols import PROTOCOLS, episode_seed
 
 SIDES = ("time", "teacher")
+# (generator, perturbation, ranker): the two pure policies, each side's whole proposal ranked by the
+# other's Q, and the proposal's halves swapped under Q_S (which half of tiMe's proposal loses).
+CELLS = [(g, x, r) for g, x in (("time", "time"), ("teacher", "teacher")) for r in SIDES] + [
+    ("time", "teacher", "time"), ("teacher", "time", "time")]
+
+
+def cell_name(generator: str, perturbation: str, ranker: str) -> str:
+    if generator == perturbation:
+        return f"{generator} proposes, {ranker} ranks"
+    return f"{generator} G + {perturbation} xi, {ranker} ranks"
 
 
 class Mixed:
-    """Proposals from one side, ranking by the other; `member` is the task's teacher, `emb` tiMe's embedding."""
+    """Candidates decoded by one side's generator and perturbed by one side's xi, ranked by one side's Q;
+    `member` is the task's teacher, `emb` tiMe's embedding."""
 
-    def __init__(self, algo: TiMe, learner: Any, member: int, emb: torch.Tensor, proposer: str, ranker: str) -> None:
+    def __init__(self, algo: TiMe, learner: Any, member: int, emb: torch.Tensor, generator: str, perturbation: str,
+                 ranker: str) -> None:
         self.algo, self.learner, self.member, self.emb = algo, learner, member, emb
-        self.proposer, self.ranker = proposer, ranker
+        self.generator, self.perturbation, self.ranker = generator, perturbation, ranker
         self.gen = torch.Generator().manual_seed(algo.seed)
 
     def _all_members(self, x: torch.Tensor) -> torch.Tensor:
@@ -49,13 +63,18 @@ class Mixed:
         c, nets, n = self.algo.config, self.algo.nets, self.algo.config.bcq_candidates
         s = torch.as_tensor(obs, dtype=torch.float32).expand(n, -1)
         emb = self.emb.expand(n, -1)
-        if self.proposer == "time":
-            clip = c.phase1_latent_clip
-            z = torch.randn(n, self.algo.latent_dim, generator=self.gen).clamp(-clip, clip)
-            cand = nets.perturb(s, nets.generate(s, z, emb), emb, self.algo.phi)
+        # one latent draw for either generator, so that the two sides decode the same z
+        clip = c.phase1_latent_clip
+        z = torch.randn(n, self.algo.latent_dim, generator=self.gen).clamp(-clip, clip)
+        every = self._all_members(s)
+        if self.generator == "time":
+            decoded = nets.generate(s, z, emb)
         else:
-            every = self._all_members(s)
-            cand = self.learner.perturb(every, self.learner.generate(every))[self.member].float()
+            decoded = self.learner.generate(every, self._all_members(z))[self.member].float()
+        if self.perturbation == "time":
+            cand = nets.perturb(s, decoded, emb, self.algo.phi)
+        else:
+            cand = self.learner.perturb(every, self._all_members(decoded))[self.member].float()
         if self.ranker == "time":
             q = nets.q_value(s, cand, emb)
         else:
@@ -64,7 +83,7 @@ class Mixed:
 
 
 def swap_report(suite: Suite, algo: TiMe, learner: Any, tasks: list[int], episodes: int) -> dict[str, Any]:
-    """Normalized score of each (proposer, ranker) pair on each train task in `tasks` (indices into train_tasks)."""
+    """Normalized score of each `CELLS` policy on each train task in `tasks` (indices into train_tasks)."""
     n_context = int(PROTOCOLS["offline-context"].constants["context_transitions"])
     rng = np.random.default_rng(episode_seed(algo.seed, 0, 997))
     rows = []
@@ -73,21 +92,20 @@ def swap_report(suite: Suite, algo: TiMe, learner: Any, tasks: list[int], episod
         batch = suite.train.task(task.index)
         emb = algo.context_embedding(batch, rng.integers(0, len(batch), size=n_context))
         cells = {}
-        for proposer in SIDES:
-            for ranker in SIDES:
-                agent = Mixed(algo, learner, k, emb, proposer, ranker)
-                returns = []
-                for e in range(episodes):
-                    env = suite.family.make(task.param, max_episode_steps=suite.card.episode_length)
-                    obs, _ = env.reset(seed=episode_seed(algo.seed, task.index, e))
-                    total, done = 0.0, False
-                    while not done:
-                        obs, reward, terminated, truncated, _ = env.step(agent.act(obs))
-                        total, done = total + float(reward), terminated or truncated
-                    env.close()
-                    returns.append(total)
-                cells[f"{proposer} proposes, {ranker} ranks"] = round(
-                    float(normalize(np.mean(returns), task.ref_min, task.ref_max)), 3)
+        for generator, perturbation, ranker in CELLS:
+            agent = Mixed(algo, learner, k, emb, generator, perturbation, ranker)
+            returns = []
+            for e in range(episodes):
+                env = suite.family.make(task.param, max_episode_steps=suite.card.episode_length)
+                obs, _ = env.reset(seed=episode_seed(algo.seed, task.index, e))
+                total, done = 0.0, False
+                while not done:
+                    obs, reward, terminated, truncated, _ = env.step(agent.act(obs))
+                    total, done = total + float(reward), terminated or truncated
+                env.close()
+                returns.append(total)
+            cells[cell_name(generator, perturbation, ranker)] = round(
+                float(normalize(np.mean(returns), task.ref_min, task.ref_max)), 3)
         rows.append({"param": task.param, "scores": cells})
         print(f"train {task.param:g}: " + "  ".join(f"{name} {v:.3f}" for name, v in cells.items()), flush=True)
     return {"suite": suite.name, "seed": algo.seed, "episodes": episodes, "tasks": rows}
