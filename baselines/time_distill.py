@@ -21,6 +21,7 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 import json
+import math
 import os
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -133,6 +134,9 @@ class TiMeConfig(CheckedConfig):
     """Candidates from G_S, perturbed by xi_S, scored by Q_S (BCQ phase 1)."""
     lr: float = 3e-4
     """Adam learning rate of phase 2 (the paper's, for every network; phase 1's is `phase1_lr`)."""
+    lr_schedule: str = "constant"
+    """Phase 2's learning rate over its steps. constant: `lr` throughout (the paper). cosine: from `lr`
+    down to 0 at the last step, so that the weights tiMe acts with are not one noisy step of Adam."""
     gamma: float = 0.99
     """Discount of the phase-1 learners."""
     log_every: int = 100
@@ -147,7 +151,7 @@ class TiMeConfig(CheckedConfig):
               "q_hidden": AT_LEAST_1, "g_hidden": AT_LEAST_1, "xi_hidden": AT_LEAST_1, "shooting_actions": AT_LEAST_1,
               "bcq_candidates": AT_LEAST_1, "lr": POSITIVE, "gamma": DISCOUNT, "log_every": AT_LEAST_1}
     CHOICES = {"phase1": ("sac", "bcq"), "context_from": ("task", "episode", "both"),
-               "xi_input": ("teacher", "own", "joint")}
+               "xi_input": ("teacher", "own", "joint"), "lr_schedule": ("constant", "cosine")}
 
 
 # Sized for 2 CPU cores: phase-1 BCQ at 256-256 instead of 400-300 / 750-750 (about a quarter
@@ -524,6 +528,13 @@ class TiMe(ModuleAlgorithm):
         fused_step(opt, params)
         return metrics
 
+    def phase2_lr(self, step: int) -> float:
+        """The learning rate of phase 2's update `step` (1 to phase2_steps) under `lr_schedule`."""
+        c = self.config
+        if c.lr_schedule == "constant":
+            return c.lr
+        return 0.5 * c.lr * (1.0 + math.cos(math.pi * (step - 1) / c.phase2_steps))
+
     def prepare_phase2(self, data: MetaTrainData, sampler: TaskSampler, learner: Any) -> None:
         """What phase 2 reads besides the data, computed once: each transition's fixed targets (its own
         task's Q*, and the teacher's chosen action when `distill_actions`) and its episode's first row."""
@@ -553,6 +564,7 @@ class TiMe(ModuleAlgorithm):
         gen = self.phase2_generator()
         total = self.config.phase2_steps
         for step in range(1, total + 1):
+            opt.param_groups[0]["lr"] = self.phase2_lr(step)
             metrics = self.phase2_update(learner, sampler, gen, opt, params)
             if step % self.config.log_every == 0 or step == total:
                 log("phase 2 (distillation)", step, total, {k: float(v) for k, v in metrics.items()})

@@ -149,6 +149,33 @@ def test_distill_actions_regresses_pi_onto_each_tasks_own_teacher_action() -> No
     obs = np.zeros(3, np.float32)
     assert np.array_equal(agent.act(obs), agent.act(obs)) and k == 3
 
+@pytest.mark.parametrize("xi_input", ["teacher", "own", "joint"])
+def test_xi_input_chooses_what_xi_s_perturbs_and_where_its_gradient_flows(xi_input: str) -> None:
+    algo, sampler, learner = _bcq_algo(xi_input=xi_input, scale_losses=False)
+    fed: list[torch.Tensor] = []
+    generated: list[torch.Tensor] = []
+    perturb, generate = algo.nets.perturb, algo.nets.generate
+    algo.nets.perturb = lambda s, a, emb, phi: (fed.append(a), perturb(s, a, emb, phi))[1]  # type: ignore[method-assign]
+    algo.nets.generate = lambda s, z, emb: (generated.append(g := generate(s, z, emb)), g)[1]  # type: ignore[method-assign]
+    algo.phase2_loss(learner, sampler, torch.Generator().manual_seed(0))
+    (a,), (g_student,) = fed, generated
+    if xi_input == "teacher":
+        assert not torch.allclose(a, g_student)  # the teacher's decoded actions, not G_S's
+    else:
+        torch.testing.assert_close(a, g_student.detach())
+    # the xi term's gradient reaches G_S only when the candidate is trained end to end
+    assert a.requires_grad == (xi_input == "joint")
+
+
+def test_cosine_schedule_takes_phase2_from_its_rate_down_to_zero() -> None:
+    constant, _, _ = _bcq_algo(lr=1e-3, phase2_steps=4)
+    cosine, _, _ = _bcq_algo(lr=1e-3, phase2_steps=4, lr_schedule="cosine")
+    assert [constant.phase2_lr(t) for t in range(1, 5)] == [1e-3] * 4
+    # 0.5 * lr * (1 + cos(pi * (t - 1) / 4)): 1, 0.854, 0.5, 0.146 of the rate
+    want = [1e-3, 0.5e-3 * (1 + 2 ** -0.5), 0.5e-3, 0.5e-3 * (1 - 2 ** -0.5)]
+    assert [cosine.phase2_lr(t) for t in range(1, 5)] == pytest.approx(want)
+
+
 def test_episode_starts_follow_terminations_timeouts_and_tasks() -> None:
     from baselines.time_distill import episode_starts
 
