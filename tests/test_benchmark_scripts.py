@@ -103,7 +103,8 @@ def test_time_candidates_scores_every_proposer_and_ranker(tiny_suite: Path, tmp_
     report = json.loads((tmp_path / "a.json").read_text())
     (row,) = report["tasks"]
     assert row["param"] == load_suite(TINY).train_tasks[0].param
-    assert set(row["scores"]) == {f"{p} proposes, {r} ranks" for p in ("time", "teacher") for r in ("time", "teacher")}
+    pure = {f"{p} proposes, {r} ranks" for p in ("time", "teacher") for r in ("time", "teacher")}
+    assert set(row["scores"]) == pure | {"time G + teacher xi, time ranks", "teacher G + time xi, time ranks"}
     assert all(np.isfinite(v) for v in row["scores"].values())
     assert report == json.loads((tmp_path / "b.json").read_text())  # episode seeds and draws are fixed
 
@@ -114,3 +115,31 @@ def test_time_candidates_refuses_a_sac_phase1(tiny_suite: Path, tmp_path: Path,
     evaluate("time", TINY, seeds=[0], overrides=small, out_dir=None, checkpoint_dir=tmp_path / "ckpt", episodes=1)
     with pytest.raises(SystemExit, match="candidates exist for bcq only"):
         _run("time_candidates", ["--suite", TINY, "--checkpoints", str(tmp_path / "ckpt")], monkeypatch)
+
+
+def _fidelity_report(seed: int, teacher: list[float], zero: list[float], offline: list[float]) -> dict:
+    """A `time_fidelity.py` report with two train tasks (0, 1) and one test task (0.5), normalized scores only."""
+    def task(split: str, param: float, i: int) -> dict:
+        policies = {"teacher": teacher[i], "time_zero_shot": zero[i], "time_offline_context": offline[i]}
+        return {"split": split, "param": param, "policies": {k: {"normalized": v} for k, v in policies.items()}}
+    return {"suite": "s", "seed": seed, "tasks": [task("train", 0.0, 0), task("train", 1.0, 1), task("test", 0.5, 2)]}
+
+
+def test_time_targets_holds_each_seed_against_its_own_teachers(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    paths = []
+    for seed, report in enumerate([_fidelity_report(0, [1.0, 0.8, 0.6], [0.0, 0.0, 0.7], [0.95, 0.4, 0.5]),
+                                   _fidelity_report(1, [0.5, 0.8, 0.9], [0.0, 0.0, 0.8], [0.40, 0.8, 0.9])]):
+        paths.append(tmp_path / f"s{seed}.json")
+        paths[-1].write_text(json.dumps(report))
+    _run("time_targets", [*map(str, paths), "--json", str(tmp_path / "t.json")], monkeypatch)
+    out = json.loads((tmp_path / "t.json").read_text())
+    (test,) = out["test"]
+    assert test["teacher"] == pytest.approx(0.75) and test["zero_shot"] == pytest.approx(0.75)
+    assert test["seeds_below_teacher"] == [1]  # 0.8 < 0.9; seed 0's 0.7 beats its own teacher's 0.6
+    assert [t["share"] for t in out["train"]] == [pytest.approx([0.95, 0.8]), pytest.approx([0.5, 1.0])]
+    assert [t["seeds_under"] for t in out["train"]] == [[1], [0]]
+
+
+def test_time_targets_refuses_a_missing_report(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    with pytest.raises(SystemExit, match="no fidelity report at .*nope.json; run benchmarks/time_fidelity.py"):
+        _run("time_targets", [str(tmp_path / "nope.json")], monkeypatch)
