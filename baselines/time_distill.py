@@ -180,7 +180,11 @@ _LITE_HALFCHEETAH_TASK_CONTEXT = dataclasses.replace(
 # the task's data, the pooled embedding drifts towards the cheetah's own velocity and it runs too
 # slow (docs/time-analysis.md, "identification from the episode"); contexts of 4 transitions from an
 # episode's prefix teach the encoder to pool such contexts (the paper: 1 transition from anywhere).
-_LITE_HALFCHEETAH = dataclasses.replace(_LITE_HALFCHEETAH_TASK_CONTEXT, context_size=4, context_from="episode")
+# G_S and xi_S 512 wide (256 before): neighbouring teachers propose candidates farther apart than
+# one teacher's spread over its latents, and at 256 the distilled candidates missed the teacher's by
+# half that spread; the misses left seeds standing in a crouch on slow targets (docs/time-analysis.md).
+_LITE_HALFCHEETAH = dataclasses.replace(_LITE_HALFCHEETAH_TASK_CONTEXT, context_size=4, context_from="episode",
+                                        g_hidden=(512, 512, 512), xi_hidden=(512, 512))
 CONFIGS: dict[str, TiMeConfig] = {
     # Appendix B, toy: Q_S 2x256, embedding 32, context 1, f 1x256, E 1x256 -> 256, P 1x256, 100 shots.
     # 30k distillation steps and a test context of the latest transition (training contexts are
