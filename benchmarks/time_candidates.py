@@ -12,6 +12,11 @@ by Q_S, and by the teacher's Q1 (the teacher itself); then, ranked by Q_S, G_S's
 perturbed by the teacher's xi, and the teacher's G perturbed by xi_S. Both sides decode the same
 latents. Where tiMe falls short of its teacher, the row says whether the proposals or the ranking
 lose it, and which half of the proposal. Prints and writes normalized scores as JSON.
+
+First, without playing, how far the distilled candidates are from the teacher's (`candidate_errors`):
+on `--states` states of each task's data and the same latents, the squared distance (summed over
+action dimensions) of G_S's decoded action from G*'s and of tiMe's candidate from the teacher's,
+against the teacher's own spread over latents and the distance to the neighbouring task's teacher.
 """
 from __future__ import annotations
 
@@ -82,6 +87,36 @@ class Mixed:
         return cand[q.argmax()].numpy()
 
 
+@torch.no_grad()
+def candidate_errors(suite: Suite, algo: TiMe, learner: Any, tasks: list[int], states: int) -> list[dict[str, Any]]:
+    """Per train task in `tasks`: G_S's and the whole candidate's squared error against the task's teacher
+    (mean over `states` data states x one latent each), the teacher's candidate variance over latents
+    (summed over dimensions) and the squared distance to the nearer neighbouring teacher's candidates."""
+    c, k_all = algo.config, len(suite.train_tasks)
+    n_context = int(PROTOCOLS["offline-context"].constants["context_transitions"])
+    rng = np.random.default_rng(episode_seed(algo.seed, 0, 998))
+    gen = torch.Generator().manual_seed(algo.seed)
+    rows = []
+    for k in tasks:
+        task = suite.train_tasks[k]
+        batch = suite.train.task(task.index)
+        emb = algo.context_embedding(batch, rng.integers(0, len(batch), size=n_context)).expand(states, -1)
+        s = torch.as_tensor(batch.observations[rng.integers(0, len(batch), size=states)])
+        z = torch.randn(states, algo.latent_dim, generator=gen).clamp(-c.phase1_latent_clip, c.phase1_latent_clip)
+        every_s, every_z = (x.expand(k_all, *x.shape).contiguous() for x in (s, z))
+        decoded = learner.generate(every_s, every_z).float()  # (K, states, a): every teacher, same s and z
+        candidates = learner.perturb(every_s, decoded).float()
+        g_student = algo.nets.generate(s, z, emb)
+        student = algo.nets.perturb(s, g_student, emb, algo.phi)
+        sq = lambda x, y: float(((x - y) ** 2).sum(-1).mean())  # noqa: E731
+        rows.append({"param": task.param, "g_error": sq(g_student, decoded[k]),
+                     "candidate_error": sq(student, candidates[k]),
+                     "teacher_spread": float(candidates[k].var(0).sum()),
+                     "neighbour_gap": min((sq(candidates[j], candidates[k]) for j in (k - 1, k + 1)
+                                             if 0 <= j < k_all), default=float("nan"))})
+    return rows
+
+
 def swap_report(suite: Suite, algo: TiMe, learner: Any, tasks: list[int], episodes: int) -> dict[str, Any]:
     """Normalized score of each `CELLS` policy on each train task in `tasks` (indices into train_tasks)."""
     n_context = int(PROTOCOLS["offline-context"].constants["context_transitions"])
@@ -117,7 +152,8 @@ def main() -> None:
     ap.add_argument("--checkpoints", type=Path, required=True, help="the --checkpoints folder of `eval --algo time`")
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--tasks", default=None, help="comma-separated train-task positions (default: all)")
-    ap.add_argument("--episodes", type=int, default=3)
+    ap.add_argument("--episodes", type=int, default=3, help="episodes per task and policy (0: errors only)")
+    ap.add_argument("--states", type=int, default=512, help="data states per task for the candidate errors")
     ap.add_argument("--out", type=Path, default=None, help="write the report as JSON here")
     args = ap.parse_args()
 
@@ -133,7 +169,14 @@ def main() -> None:
     if learner is None:
         raise SystemExit("error: no phase-1 teachers in the cache; set BMRL_BENCH_CACHE as at training")
     tasks = list(range(len(suite.train_tasks))) if args.tasks is None else [int(t) for t in args.tasks.split(",")]
-    report = swap_report(suite, algo, learner, tasks, args.episodes)
+    errors = candidate_errors(suite, algo, learner, tasks, args.states)
+    print("train task | G_S error | candidate error | teacher spread | neighbouring teacher")
+    for e in errors:
+        print(f"{e['param']:10.3f} | {e['g_error']:9.3f} | {e['candidate_error']:15.3f} | "
+              f"{e['teacher_spread']:14.3f} | {e['neighbour_gap']:.3f}", flush=True)
+    report = swap_report(suite, algo, learner, tasks, args.episodes) if args.episodes > 0 else {
+        "suite": suite.name, "seed": algo.seed, "episodes": 0, "tasks": []}
+    report["candidate_errors"] = errors
     if args.out is not None:
         atomic_write_text(args.out, json.dumps(report, indent=1))
         print(f"wrote {args.out}")

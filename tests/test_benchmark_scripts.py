@@ -107,6 +107,10 @@ def test_time_candidates_scores_every_proposer_and_ranker(tiny_suite: Path, tmp_
     assert set(row["scores"]) == pure | {"time G + teacher xi, time ranks", "teacher G + time xi, time ranks"}
     assert all(np.isfinite(v) for v in row["scores"].values())
     assert report == json.loads((tmp_path / "b.json").read_text())  # episode seeds and draws are fixed
+    (errors,) = report["candidate_errors"]
+    assert errors["param"] == row["param"]
+    assert all(np.isfinite(v) and v >= 0 for v in errors.values())
+    assert errors["candidate_error"] > 0 and errors["teacher_spread"] > 0  # 10 phase-2 steps distill nothing exactly
 
 
 def test_time_candidates_refuses_a_sac_phase1(tiny_suite: Path, tmp_path: Path,
