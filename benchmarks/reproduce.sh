@@ -60,7 +60,7 @@ for v in "--set phase2_steps=3000 --set batch_size=64 --set lr=0.0003" "--set ph
 done
 for v in "--set shared_context=true --set context_size=64" \
          "--set shared_context=true --set context_size=64 --set context_from=episode" \
-         "--set context_size=4 --set context_from=episode"; do  # the last is the config halfcheetah-vel-lite
+         "--set context_size=4 --set context_from=episode"; do  # the last: halfcheetah-vel-lite until session 11
   # shellcheck disable=SC2086
   bmrl-bench eval --algo time --suite halfcheetah-vel-lite --seeds 0 --config halfcheetah-vel-lite-task-context $v \
       --out results/ablations/
@@ -76,8 +76,33 @@ python benchmarks/time_identification.py --suite halfcheetah-vel-lite --checkpoi
 python benchmarks/time_candidates.py --suite halfcheetah-vel-lite --checkpoints ckpt-hc/ --seed 0 \
     --out docs/figures/time-candidates-halfcheetah-vel-lite.json
 bmrl-bench figures time --suite halfcheetah-vel-lite --checkpoint ckpt-hc/time-halfcheetah-vel-lite-seed0 --out docs/figures/
-python benchmarks/time_test_context.py --suite halfcheetah-vel-lite --entry time-111061056a7e07b0 --contexts 0,1,5,20,50 \
+python benchmarks/time_test_context.py --suite halfcheetah-vel-lite --entry time-dc34aa82507f1896 --contexts 0,1,5,20,50 \
     --out docs/figures/time-test-context-halfcheetah-vel-lite.json
+python benchmarks/time_test_context.py --suite halfcheetah-vel-lite --entry time-dc34aa82507f1896 \
+    --knob bcq_candidates --contexts 10,30,100 --out docs/figures/time-candidates-count-halfcheetah-vel-lite.json
+
+# Session 11 (docs/time-analysis.md, "The distilled candidates, over all 5 seeds"): every seed's fidelity
+# report against issue 17's targets and its candidates' errors; then on seeds 3 and 4, with session 10's
+# proposal widths (G_S 3x256, xi_S 2x256), the candidate swap and the phase-2 variants.
+for s in 0 1 2 3 4; do
+  python benchmarks/time_fidelity.py --suite halfcheetah-vel-lite --checkpoints ckpt-hc/ --seed $s --episodes 3 \
+      --out results/fidelity/s$s
+  python benchmarks/time_candidates.py --suite halfcheetah-vel-lite --checkpoints ckpt-hc/ --seed $s --episodes 0 \
+      --out results/fidelity/s$s/errors.json
+done
+python benchmarks/time_targets.py results/fidelity/s*/time-fidelity-halfcheetah-vel-lite.json \
+    --json docs/figures/time-targets-halfcheetah-vel-lite.json
+NARROW="--set g_hidden=256,256,256 --set xi_hidden=256,256"
+# shellcheck disable=SC2086
+bmrl-bench eval --algo time --suite halfcheetah-vel-lite --seeds 0-4 $NARROW --checkpoints ckpt-hc-narrow/ --out results/ablations/
+for s in 3 4; do
+  python benchmarks/time_candidates.py --suite halfcheetah-vel-lite --checkpoints ckpt-hc-narrow/ --seed $s --tasks 1,2,3,4 \
+      --out docs/figures/time-candidates-halfcheetah-vel-lite-seed$s-session10.json
+done
+for v in "--set xi_input=own" "--set xi_input=joint" "--set lr_schedule=cosine"; do
+  # shellcheck disable=SC2086
+  bmrl-bench eval --algo time --suite halfcheetah-vel-lite --seeds 3-4 $NARROW $v --out results/ablations/
+done
 
 # Issue 17 on hopper-vel-lite (docs/time-analysis.md, "hopper-vel-lite"): the teachers of the official
 # knobs, of official BCQ's rate, and of the halfcheetah-vel-lite knobs (their Q diverges here); then the

@@ -1,13 +1,16 @@
-"""tiMe zero-shot with a shorter test-time context: the episode's last n transitions instead of all of them.
+"""tiMe zero-shot with another test-time setting: a shorter context (the episode's last n transitions), more candidates.
 
     python benchmarks/time_test_context.py --suite halfcheetah-vel-lite --entry time-58414763c55e94bb \\
         --contexts 0,1,5,20,50 --out results/ablations/test-context.json
+    python benchmarks/time_test_context.py --suite halfcheetah-vel-lite --entry time-dc34aa82507f1896 \\
+        --knob bcq_candidates --contexts 10,30,100
 
 Re-scores a verified board entry's checkpoints (`leaderboard/checkpoints/<suite>/<protocol>/<entry>/`)
 under the entry's own protocol, episodes and episode seeds (`harness.reevaluate`), each time with
-`test_context` set to n in a copy of every seed's `config.json`. Nothing is retrained: `test_context`
-is read at test time only, so n = 0 reproduces the entry's returns exactly. Prints and writes, per n,
-the normalized score per test task (mean over seeds) and the IQM over seed x task cells.
+`--knob` (`test_context` unless given) set to n in a copy of every seed's `config.json`. Nothing is
+retrained: the knobs are read at test time only, so the entry's own value (`test_context` 0,
+`bcq_candidates` 10) reproduces its returns exactly. Prints and writes, per n, the normalized score
+per test task (mean over seeds) and the IQM over seed x task cells.
 """
 from __future__ import annotations
 
@@ -28,8 +31,12 @@ from bmrl_bench.published import read_published
 from bmrl_bench.results import load_results
 from bmrl_bench.suites import get_card
 
+# TiMeConfig fields that only acting reads (the weights do not depend on them)
+TEST_TIME_KNOBS = ("test_context", "bcq_candidates", "shooting_actions")
 
-def rescore(suite: str, entry: str, contexts: list[int], board: Path, protocol: str) -> dict[int, dict[str, Any]]:
+
+def rescore(suite: str, entry: str, contexts: list[int], board: Path, protocol: str,
+            knob: str = "test_context") -> dict[int, dict[str, Any]]:
     card = get_card(suite)
     results = load_results(board / "submissions" / suite / protocol / f"{entry}.json")
     refs = {card.dataset_id(i): read_published(card)[card.dataset_id(i)] for i in card.test_indices()}
@@ -40,7 +47,7 @@ def rescore(suite: str, entry: str, contexts: list[int], board: Path, protocol: 
             shutil.copytree(board / "checkpoints" / suite / protocol / entry, folder)
             for path in folder.glob("*/config.json"):
                 saved = json.loads(path.read_text())
-                saved["config"]["test_context"] = n
+                saved["config"][knob] = n
                 path.write_text(json.dumps(saved))
             rows = reevaluate(results, folder, LocalExecutor(1)).returns
         cells: dict[int, list[float]] = {}
@@ -51,7 +58,7 @@ def rescore(suite: str, entry: str, contexts: list[int], board: Path, protocol: 
         scores = np.array(list(cells.values())).T  # (num_seeds, num_tasks)
         out[n] = {"per_task": {str(t): round(float(np.mean(v)), 3) for t, v in cells.items()},
                   "iqm": round(float(iqm(scores)), 3)}
-        print(f"test_context {n}: {out[n]}", flush=True)
+        print(f"{knob} {n}: {out[n]}", flush=True)
     return out
 
 
@@ -59,14 +66,17 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--suite", default="halfcheetah-vel-lite")
     ap.add_argument("--entry", required=True, help="a verified tiMe entry's name, e.g. time-58414763c55e94bb")
-    ap.add_argument("--contexts", default="0,1,5,20,50", help="comma-separated n (0: the whole episode)")
+    ap.add_argument("--contexts", default="0,1,5,20,50", help="comma-separated n (test_context 0: the whole episode)")
+    ap.add_argument("--knob", default="test_context", choices=TEST_TIME_KNOBS, help="the test-time setting n sets")
     ap.add_argument("--protocol", default="zero-shot")
     ap.add_argument("--board", type=Path, default=Path("leaderboard"))
     ap.add_argument("--out", type=Path, default=None)
     args = ap.parse_args()
-    out = rescore(args.suite, args.entry, [int(n) for n in args.contexts.split(",")], args.board, args.protocol)
+    out = rescore(args.suite, args.entry, [int(n) for n in args.contexts.split(",")], args.board, args.protocol,
+                  args.knob)
     if args.out is not None:
-        atomic_write_text(args.out, json.dumps({"suite": args.suite, "entry": args.entry, "scores": out}, indent=1))
+        atomic_write_text(args.out, json.dumps({"suite": args.suite, "entry": args.entry, "knob": args.knob,
+                                                "scores": out}, indent=1))
 
 
 if __name__ == "__main__":
