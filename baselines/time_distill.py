@@ -181,8 +181,9 @@ _LITE_HALFCHEETAH_TASK_CONTEXT = dataclasses.replace(
 # slow (docs/time-analysis.md, "identification from the episode"); contexts of 4 transitions from an
 # episode's prefix teach the encoder to pool such contexts (the paper: 1 transition from anywhere).
 # G_S and xi_S 512 wide (256 before): neighbouring teachers propose candidates farther apart than
-# one teacher's spread over its latents, and at 256 the distilled candidates missed the teacher's by
-# half that spread; the misses left seeds standing in a crouch on slow targets (docs/time-analysis.md).
+# one teacher's spread over its latents, and at 256 the distilled candidates missed the teacher's by a
+# third to half of that spread; the misses left seeds standing in a crouch on slow targets
+# (docs/time-analysis.md, "the distilled candidates"; 512: the same IQM, no seed left standing).
 _LITE_HALFCHEETAH = dataclasses.replace(_LITE_HALFCHEETAH_TASK_CONTEXT, context_size=4, context_from="episode",
                                         g_hidden=(512, 512, 512), xi_hidden=(512, 512))
 CONFIGS: dict[str, TiMeConfig] = {
