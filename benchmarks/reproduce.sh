@@ -99,6 +99,7 @@ for s in 3 4; do
   python benchmarks/time_candidates.py --suite halfcheetah-vel-lite --checkpoints ckpt-hc-narrow/ --seed $s --tasks 1,2,3,4 \
       --out docs/figures/time-candidates-halfcheetah-vel-lite-seed$s-session10.json
 done
+bmrl-bench eval --algo time --suite halfcheetah-vel-lite --seeds 0-4 --set phase2_steps=20000 --out results/ablations/
 for v in "--set xi_input=own" "--set xi_input=joint" "--set lr_schedule=cosine"; do
   # shellcheck disable=SC2086
   bmrl-bench eval --algo time --suite halfcheetah-vel-lite --seeds 3-4 $NARROW $v --out results/ablations/
