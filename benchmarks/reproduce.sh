@@ -100,9 +100,10 @@ for s in 3 4; do
       --out docs/figures/time-candidates-halfcheetah-vel-lite-seed$s-session10.json
 done
 bmrl-bench eval --algo time --suite halfcheetah-vel-lite --seeds 0-4 --set phase2_steps=20000 --out results/ablations/
-for v in "--set xi_input=own" "--set xi_input=joint" "--set lr_schedule=cosine"; do
+for v in "--set xi_input=own" "--set xi_input=joint" "--set lr_schedule=cosine" \
+         "--set g_hidden=1024,1024,1024 --set xi_hidden=1024,1024"; do
   # shellcheck disable=SC2086
-  bmrl-bench eval --algo time --suite halfcheetah-vel-lite --seeds 3-4 $NARROW $v --out results/ablations/
+  bmrl-bench eval --algo time --suite halfcheetah-vel-lite --seeds 3-4 $NARROW $v --out results/ablations/  # a later --set wins
 done
 
 # Issue 17 on hopper-vel-lite (docs/time-analysis.md, "hopper-vel-lite"): the teachers of the official
