@@ -50,6 +50,17 @@ def cell_name(generator: str, perturbation: str, ranker: str) -> str:
     return f"{generator} G + {perturbation} xi, {ranker} ranks"
 
 
+def every_member(x: torch.Tensor, k: int) -> torch.Tensor:
+    """`x` repeated for each of the `k` teachers, `(...) -> (k, ...)`, as the batched learner takes it."""
+    return x.unsqueeze(0).expand(k, *x.shape).contiguous()
+
+
+def offline_embedding(algo: TiMe, batch: Any, rng: np.random.Generator) -> torch.Tensor:
+    """tiMe's embedding (d,) of an offline context from `batch`, as the offline-context protocol draws it."""
+    n_context = int(PROTOCOLS["offline-context"].constants["context_transitions"])
+    return algo.context_embedding(batch, rng.integers(0, len(batch), size=n_context))
+
+
 class Mixed:
     """Candidates decoded by one side's generator and perturbed by one side's xi, ranked by one side's Q;
     `member` is the task's teacher, `emb` tiMe's embedding."""
@@ -61,7 +72,7 @@ class Mixed:
         self.gen = torch.Generator().manual_seed(algo.seed)
 
     def _all_members(self, x: torch.Tensor) -> torch.Tensor:
-        return x.unsqueeze(0).expand(self.learner.num_members, *x.shape).contiguous()
+        return every_member(x, self.learner.num_members)
 
     @torch.no_grad()
     def act(self, obs: np.ndarray) -> np.ndarray:
@@ -93,17 +104,16 @@ def candidate_errors(suite: Suite, algo: TiMe, learner: Any, tasks: list[int], s
     (mean over `states` data states x one latent each), the teacher's candidate variance over latents
     (summed over dimensions) and the squared distance to the nearer neighbouring teacher's candidates."""
     c, k_all = algo.config, len(suite.train_tasks)
-    n_context = int(PROTOCOLS["offline-context"].constants["context_transitions"])
     rng = np.random.default_rng(episode_seed(algo.seed, 0, 998))
     gen = torch.Generator().manual_seed(algo.seed)
     rows = []
     for k in tasks:
         task = suite.train_tasks[k]
         batch = suite.train.task(task.index)
-        emb = algo.context_embedding(batch, rng.integers(0, len(batch), size=n_context)).expand(states, -1)
+        emb = offline_embedding(algo, batch, rng).expand(states, -1)
         s = torch.as_tensor(batch.observations[rng.integers(0, len(batch), size=states)])
         z = torch.randn(states, algo.latent_dim, generator=gen).clamp(-c.phase1_latent_clip, c.phase1_latent_clip)
-        every_s, every_z = (x.expand(k_all, *x.shape).contiguous() for x in (s, z))
+        every_s, every_z = every_member(s, k_all), every_member(z, k_all)
         decoded = learner.generate(every_s, every_z).float()  # (K, states, a): every teacher, same s and z
         candidates = learner.perturb(every_s, decoded).float()
         g_student = algo.nets.generate(s, z, emb)
@@ -119,13 +129,12 @@ def candidate_errors(suite: Suite, algo: TiMe, learner: Any, tasks: list[int], s
 
 def swap_report(suite: Suite, algo: TiMe, learner: Any, tasks: list[int], episodes: int) -> dict[str, Any]:
     """Normalized score of each `CELLS` policy on each train task in `tasks` (indices into train_tasks)."""
-    n_context = int(PROTOCOLS["offline-context"].constants["context_transitions"])
     rng = np.random.default_rng(episode_seed(algo.seed, 0, 997))
     rows = []
     for k in tasks:
         task = suite.train_tasks[k]
         batch = suite.train.task(task.index)
-        emb = algo.context_embedding(batch, rng.integers(0, len(batch), size=n_context))
+        emb = offline_embedding(algo, batch, rng)
         cells = {}
         for generator, perturbation, ranker in CELLS:
             agent = Mixed(algo, learner, k, emb, generator, perturbation, ranker)
